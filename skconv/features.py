@@ -1,0 +1,409 @@
+"""ConvFeatureTransformer: a pretrained ConvNet as a fixed feature extractor."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from numbers import Integral
+from typing import Any, Sequence
+
+import joblib
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from . import zoo
+from .images import ImageDataset, check_images
+from .pooling import POOLINGS, pool_features
+
+__all__ = ["ConvFeatureTransformer"]
+
+
+def resolve_device(device: str) -> torch.device:
+    """Turn ``"auto"`` into CUDA when available, else CPU; pass others to torch."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class ConvFeatureTransformer(TransformerMixin, BaseEstimator):
+    """Turn images into the pooled features of a pretrained ConvNet.
+
+    The first way of transfer learning: a network trained on ImageNet, without
+    its last dense layer, maps each image to a feature vector; a linear model
+    fitted on those features is the classifier. Put it first in a
+    :class:`~sklearn.pipeline.Pipeline`.
+
+    Parameters
+    ----------
+    backbone : str, default="efficientnet_lite0"
+        A name from :func:`skconv.zoo.list_backbones`: a packaged name (works
+        offline), a torchvision model name, or ``"timm/<name>"``.
+    weights : str, path-like or None, default="DEFAULT"
+        ``"DEFAULT"`` for the backbone's pretrained weights, a torchvision weights
+        enum name, a local ``.pth``/``.safetensors`` file, or None (random).
+    pooling : {"avg", "max", "gem", "avgmax"}, default="avg"
+        How each feature map is reduced to a vector: average, maximum,
+        generalised mean (p=3), or average and maximum concatenated.
+    layers : list of str or None, default=None
+        Stages whose pooled features are concatenated, shallow to deep. None is the
+        last stage (``["final"]``); ``backbone_.stage_names`` lists the others.
+    image_size : int or None, default=None
+        Side of the square crop fed to the network. None uses the size the
+        weights were trained at.
+    tta : bool, default=False
+        Average the features of each image and of its horizontal mirror.
+    batch_size : int, default=32
+        Images per forward pass.
+    device : str, default="auto"
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ...
+    num_workers : int, default=0
+        DataLoader worker processes decoding images; 0 decodes in this process.
+    memory : str, path-like, joblib.Memory or None, default=None
+        A per-image feature cache keyed by backbone, weights, preprocessing,
+        pooling, layers and each image's content: a second transform of the same
+        images does no forward pass.
+    verbose : int, default=0
+        Show a progress bar during transform when > 0.
+
+    Attributes
+    ----------
+    backbone_ : dict
+        ``name``, ``weights`` (resolved id) and ``sha256`` of the weights file.
+    preprocessing_ : Preprocessing
+        The resize, crop and normalisation used.
+    stage_names_ : list of str
+        Stages the backbone can return (values for ``layers``).
+    n_features_in_ : int
+        Always 1: each sample is one image.
+    n_features_out_ : int
+        Length of the feature vector of one image.
+    n_forward_passes_ : int
+        Forward passes run by ``transform`` since ``fit`` (cache hits run none).
+
+    See Also
+    --------
+    FineTuneClassifier : Trains every layer instead of keeping them fixed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skconv import ConvFeatureTransformer
+    >>> X = np.random.default_rng(0).integers(0, 256, (4, 48, 48), dtype=np.uint8)
+    >>> t = ConvFeatureTransformer(backbone="resnet18", weights=None, image_size=32)
+    >>> t.fit_transform(X).shape
+    (4, 512)
+    """
+
+    _parameter_constraints: dict = {
+        "backbone": [str],
+        "weights": [str, os.PathLike, None],
+        "pooling": [StrOptions(set(POOLINGS))],
+        "layers": ["array-like", None],
+        "image_size": [Interval(Integral, 16, None, closed="left"), None],
+        "tta": ["boolean"],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "device": [str],
+        "num_workers": [Interval(Integral, 0, None, closed="left")],
+        "memory": [str, os.PathLike, joblib.Memory, None],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        backbone: str = "efficientnet_lite0",
+        weights: Any = "DEFAULT",
+        pooling: str = "avg",
+        layers: Sequence[str] | None = None,
+        image_size: int | None = None,
+        tta: bool = False,
+        batch_size: int = 32,
+        device: str = "auto",
+        num_workers: int = 0,
+        memory: Any = None,
+        verbose: int = 0,
+    ):
+        self.backbone = backbone
+        self.weights = weights
+        self.pooling = pooling
+        self.layers = layers
+        self.image_size = image_size
+        self.tta = tta
+        self.batch_size = batch_size
+        self.device = device
+        self.num_workers = num_workers
+        self.memory = memory
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ fitting
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Load the backbone and its weights; nothing is learnt from ``X``.
+
+        Parameters
+        ----------
+        X : sequence of paths or PIL images, or ndarray
+            Images in any form :func:`skconv.images.check_images` accepts. Only
+            validated here (no image is decoded).
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : ConvFeatureTransformer
+            The fitted transformer.
+        """
+        check_images(X)
+        loaded = zoo.load_backbone(self.backbone, self.weights)
+        self._set_backbone(loaded)
+        return self
+
+    def _set_backbone(self, loaded: zoo.Backbone) -> None:
+        stages = self._stages()
+        loaded.module.check_stages(stages)
+        preprocessing = loaded.preprocessing
+        if self.image_size is not None:
+            preprocessing = preprocessing.replace(image_size=int(self.image_size))
+        self.device_ = resolve_device(self.device)
+        self.module_ = loaded.module.to(self.device_).eval()
+        self.preprocessing_ = preprocessing
+        self.backbone_ = loaded.identity
+        self.stage_names_ = loaded.module.stage_names
+        self.n_features_in_ = 1
+        self.stage_dims_ = self._probe_stage_dims(stages)
+        factor = 2 if self.pooling == "avgmax" else 1
+        self.n_features_out_ = factor * int(sum(self.stage_dims_))
+        self.n_forward_passes_ = 0
+
+    def _stages(self) -> list[str]:
+        if self.layers is None:
+            return [zoo.FINAL_STAGE]
+        if isinstance(self.layers, str):
+            raise ValueError(
+                f"layers must be a list of stage names, got the string {self.layers!r}; "
+                f"write layers=[{self.layers!r}]."
+            )
+        stages = list(self.layers)
+        if not stages:
+            raise ValueError("layers must name at least one stage, got an empty list.")
+        return stages
+
+    def _probe_stage_dims(self, stages: list[str]) -> list[int]:
+        size = self.preprocessing_.image_size
+        probe = torch.zeros(1, 3, size, size, device=self.device_)
+        with torch.inference_mode():
+            maps = self.module_(probe, stages)
+        return [int(m.shape[1]) for m in maps]
+
+    # ------------------------------------------------------------------ transforming
+
+    def transform(self, X):
+        """Compute the pooled features of each image.
+
+        Parameters
+        ----------
+        X : sequence of paths or PIL images, or ndarray
+            Images in any form :func:`skconv.images.check_images` accepts. Paths
+            are decoded batch by batch, so memory does not grow with ``len(X)``.
+
+        Returns
+        -------
+        features : ndarray of shape (n_images, n_features_out_), dtype float32
+            One row per image.
+
+        Raises
+        ------
+        skconv.images.ImageLoadError
+            If an image cannot be decoded; the message names the file.
+        """
+        check_is_fitted(self, "module_")
+        images = check_images(X)
+        n = len(images)
+        out = np.empty((n, self.n_features_out_), dtype=np.float32)
+        cache = self._cache()
+        todo = np.arange(n)
+        keys: list = []
+        if cache is not None:
+            keys = [self._content_key(images, i) for i in range(n)]
+            missing = []
+            for i, key in enumerate(keys):
+                if cache.check_call_in_cache(self._config_key(), key, None):
+                    out[i] = cache(self._config_key(), key, None)
+                else:
+                    missing.append(i)
+            todo = np.asarray(missing, dtype=int)
+        if len(todo):
+            subset = images if len(todo) == n else _Subset(images, todo)
+            rows = self._forward_all(subset)
+            out[todo] = rows
+            if cache is not None:
+                for i, row in zip(todo, rows):
+                    cache(self._config_key(), keys[i], row)
+        return out
+
+    def _forward_all(self, images) -> np.ndarray:
+        dataset = ImageDataset(images, self.preprocessing_)
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            persistent_workers=False,
+        )
+        stages = self._stages()
+        channels_last = self.device_.type in ("cpu", "cuda")
+        rows = np.empty((len(dataset), self.n_features_out_), dtype=np.float32)
+        progress = _progress(len(dataset), self.verbose, f"features ({self.backbone_['name']})")
+        start = 0
+        with torch.inference_mode():
+            for batch, _ in loader:
+                batch = batch.to(self.device_)
+                if channels_last:
+                    batch = batch.contiguous(memory_format=torch.channels_last)
+                feats = self._pooled(batch, stages)
+                if self.tta:
+                    feats = 0.5 * (feats + self._pooled(torch.flip(batch, dims=[3]), stages))
+                rows[start : start + len(feats)] = feats.float().cpu().numpy()
+                start += len(feats)
+                self.n_forward_passes_ += 1 + int(self.tta)
+                progress.update(len(feats))
+        progress.close()
+        return rows
+
+    def _pooled(self, batch: torch.Tensor, stages: list[str]) -> torch.Tensor:
+        maps = self.module_(batch, stages)
+        return torch.cat([pool_features(m, self.pooling) for m in maps], dim=1)
+
+    # ------------------------------------------------------------------ caching
+
+    def _cache(self):
+        if self.memory is None:
+            return None
+        memory = self.memory
+        if not isinstance(memory, joblib.Memory):
+            memory = joblib.Memory(os.fspath(memory), verbose=0)
+        return memory.cache(_cached_row, ignore=["row"])
+
+    def _config_key(self) -> str:
+        config = (
+            self.backbone_["name"],
+            self.backbone_["weights"],
+            self.backbone_["sha256"],
+            repr(self.preprocessing_),
+            self.pooling,
+            tuple(self._stages()),
+            bool(self.tta),
+        )
+        return hashlib.sha256(repr(config).encode()).hexdigest()
+
+    @staticmethod
+    def _content_key(images, index: int) -> str:
+        item = images[index]
+        digest = hashlib.sha256()
+        if isinstance(item, (str, os.PathLike)):
+            try:
+                with open(item, "rb") as handle:
+                    for chunk in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(chunk)
+            except OSError:
+                return f"unreadable:{os.fspath(item)}"  # decoding will raise with the name
+        else:
+            array = np.asarray(item)
+            digest.update(str((array.shape, array.dtype.str, getattr(item, "mode", ""))).encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()
+
+    # ------------------------------------------------------------------ sklearn API
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of the output features: ``<stage>_<pooling>_<index>``.
+
+        Parameters
+        ----------
+        input_features : None
+            Ignored; images have no input feature names.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str
+            ``n_features_out_`` names.
+        """
+        check_is_fitted(self, "module_")
+        names = []
+        poolings = ["avg", "max"] if self.pooling == "avgmax" else [self.pooling]
+        for stage, dim in zip(self._stages(), self.stage_dims_):
+            tag = re.sub(r"[^0-9a-zA-Z]+", "_", stage)
+            for pooling in poolings:
+                names.extend(f"{tag}_{pooling}_{i}" for i in range(dim))
+        return np.asarray(names, dtype=object)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = True
+        tags.input_tags.three_d_array = True
+        tags.input_tags.string = True
+        tags.input_tags.allow_nan = False
+        tags.requires_fit = True
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags
+
+    def __getstate__(self):
+        # Carry the weights as a plain state dict: the receiving machine may have no
+        # network, an empty cache, or no GPU.
+        state = self.__dict__.copy()
+        module = state.pop("module_", None)
+        if module is not None:
+            state["_module_state"] = {k: v.cpu() for k, v in module.state_dict().items()}
+            state.pop("device_", None)
+        return state
+
+    def __setstate__(self, state):
+        module_state = state.pop("_module_state", None)
+        self.__dict__.update(state)
+        if module_state is not None:
+            # Rebuild the architecture with random weights (no download), then load ours.
+            module = zoo.load_backbone(self.backbone, None).module
+            module.load_state_dict(module_state)
+            self.device_ = resolve_device(self.device)
+            if self.device_.type == "cuda" and not torch.cuda.is_available():
+                self.device_ = torch.device("cpu")  # trained on a GPU, used on a laptop
+            self.module_ = module.to(self.device_).eval()
+
+
+def _cached_row(config_key: str, content_key: str, row):
+    """Identity whose result joblib.Memory stores; ``row`` is ignored in the key."""
+    if row is None:
+        raise LookupError("feature row not in cache")
+    return row
+
+
+class _Subset:
+    def __init__(self, images, indices):
+        self.images = images
+        self.indices = indices
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        return self.images[int(self.indices[i])]
+
+
+class _NoProgress:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, verbose: int, desc: str):
+    if not verbose:
+        return _NoProgress()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img")

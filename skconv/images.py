@@ -1,0 +1,388 @@
+"""Turning ``X`` (file paths, PIL images, arrays) into batches of tensors.
+
+Every estimator in skconv takes the same ``X``. A sequence or 1-D array of file
+paths is the normal case: nothing is decoded until a batch needs it, and because
+``X`` is an ordinary array, every scikit-learn splitter can index it. Lists of
+PIL images and ``uint8``/float arrays work too. Whatever comes in leaves as an
+RGB image: grayscale is repeated over three channels, alpha is dropped, 16-bit
+images are scaled (not clipped) to 8 bits and EXIF orientation is applied.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = [
+    "ImageLoadError",
+    "Preprocessing",
+    "ImageDataset",
+    "check_images",
+    "load_image",
+    "n_images",
+]
+
+
+class ImageLoadError(ValueError):
+    """An image in ``X`` could not be read or decoded.
+
+    The message names the file (or the position of the in-memory image) and the
+    reason. It is a :class:`ValueError`, so code that guards scikit-learn input
+    errors catches it too.
+    """
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a backbone's weights expect their images.
+
+    Resize the shorter side to ``round(image_size / crop_pct)``, center-crop
+    ``image_size`` square, scale to [0, 1] and normalise with ``mean``/``std``,
+    which is timm's and torchvision's evaluation transform.
+
+    Parameters
+    ----------
+    image_size : int
+        Side of the square crop fed to the network.
+    crop_pct : float
+        Fraction of the resized image kept by the center crop.
+    mean, std : tuple of float
+        Per-channel normalisation, RGB order.
+    interpolation : {"bilinear", "bicubic", "nearest"}
+        Resampling filter for the resize.
+
+    Examples
+    --------
+    >>> from skconv.images import Preprocessing
+    >>> p = Preprocessing(image_size=224, crop_pct=0.875)
+    >>> p.resize_size
+    256
+    """
+
+    image_size: int = 224
+    crop_pct: float = 0.875
+    mean: tuple = (0.485, 0.456, 0.406)
+    std: tuple = (0.229, 0.224, 0.225)
+    interpolation: str = "bilinear"
+
+    @property
+    def resize_size(self) -> int:
+        """Shorter side after the resize, before the center crop."""
+        return int(round(self.image_size / self.crop_pct))
+
+    def replace(self, **changes: Any) -> Preprocessing:
+        """Return a copy with some fields changed (``image_size`` keeps ``crop_pct``)."""
+        fields = {**self.__dict__, **changes}
+        return Preprocessing(**fields)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        """Resize, crop and normalise one RGB PIL image into a ``(3, s, s)`` tensor."""
+        resample = _PIL_FILTERS[self.interpolation]
+        image = _resize_shorter_side(image, self.resize_size, resample)
+        image = _center_crop(image, self.image_size)
+        return self.normalize(_pil_to_tensor(image))
+
+    def normalize(self, batch: torch.Tensor) -> torch.Tensor:
+        """Normalise a float tensor in [0, 1], channels first (``(3, h, w)`` or batched)."""
+        shape = (3, 1, 1)
+        mean = torch.tensor(self.mean, dtype=batch.dtype).view(shape)
+        std = torch.tensor(self.std, dtype=batch.dtype).view(shape)
+        return (batch - mean) / std
+
+
+_PIL_FILTERS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+def _resize_shorter_side(image: Image.Image, size: int, resample) -> Image.Image:
+    width, height = image.size
+    if min(width, height) == size:
+        return image
+    if width <= height:
+        new_size = (size, max(1, int(round(height * size / width))))
+    else:
+        new_size = (max(1, int(round(width * size / height))), size)
+    return image.resize(new_size, resample=resample)
+
+
+def _center_crop(image: Image.Image, size: int) -> Image.Image:
+    width, height = image.size
+    left = int(round((width - size) / 2.0))
+    top = int(round((height - size) / 2.0))
+    return image.crop((left, top, left + size, top + size))
+
+
+def _pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    array = np.asarray(image, dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def _is_path(item: Any) -> bool:
+    return isinstance(item, (str, os.PathLike))
+
+
+def n_images(X: Any) -> int:
+    """Number of images in ``X`` without decoding any of them.
+
+    Parameters
+    ----------
+    X : sequence of paths or PIL images, or ndarray
+        Images in any form accepted by :func:`check_images`.
+
+    Returns
+    -------
+    n : int
+        The number of images.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skconv.images import n_images
+    >>> n_images(np.zeros((5, 8, 8), dtype=np.uint8))
+    5
+    """
+    return len(check_images(X))
+
+
+def check_images(X: Any) -> Sequence:
+    """Validate the container of ``X`` and return something indexable by position.
+
+    Only the container is checked here (cheaply, nothing is decoded): the kind of
+    each element is checked when it is loaded.
+
+    Parameters
+    ----------
+    X : sequence of paths or PIL images, or ndarray
+        A list, tuple, pandas Series or 1-D array of file paths or PIL images; a
+        ``uint8`` or float array of shape ``(n, h, w)`` or ``(n, h, w, c)`` with
+        ``c`` in {1, 3, 4}.
+
+    Returns
+    -------
+    images : sequence
+        ``X`` itself when it is already indexable by position, else a list.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is empty, a string (one path rather than a list of paths), or an
+        array of the wrong shape, channel count or dtype.
+
+    Examples
+    --------
+    >>> from skconv.images import check_images
+    >>> check_images(["a.png", "b.png"])
+    ['a.png', 'b.png']
+    """
+    if isinstance(X, (str, os.PathLike)):
+        raise ValueError(
+            f"X must be a sequence of images, got a single path {str(X)!r}; wrap it in a list."
+        )
+    if isinstance(X, Image.Image):
+        raise ValueError("X must be a sequence of images, got a single PIL image; wrap it.")
+    if hasattr(X, "iloc") and hasattr(X, "to_numpy"):  # pandas Series/DataFrame column
+        X = X.to_numpy()
+    if hasattr(X, "toarray") or type(X).__module__.startswith("scipy.sparse"):
+        raise TypeError("Sparse input is not supported: X must hold images, not a sparse matrix.")
+    if not isinstance(X, np.ndarray) and hasattr(X, "__array__"):
+        X = np.asarray(X)
+    if isinstance(X, np.ndarray):
+        if X.dtype == object or X.dtype.kind in "US":
+            if X.ndim == 2 and X.shape[1] == 1:  # a DataFrame column turned 2-D
+                X = X[:, 0]
+            if X.ndim != 1:
+                raise ValueError(
+                    f"An array of paths or PIL images must be 1-D, got shape {X.shape}."
+                )
+        else:
+            _check_pixel_array(X)
+    elif not hasattr(X, "__len__") or not hasattr(X, "__getitem__"):
+        X = list(X)
+    if len(X) == 0:
+        raise ValueError("X contains no images (length 0); at least one is required.")
+    return X
+
+
+def _check_pixel_array(X: np.ndarray) -> None:
+    if X.dtype.kind == "c":
+        raise ValueError("Complex data not supported: image arrays must be real.")
+    if X.dtype.kind not in "uif" or X.dtype == np.bool_:
+        raise ValueError(f"An image array must have an integer or float dtype, got {X.dtype}.")
+    if X.ndim not in (3, 4):
+        raise ValueError(
+            "An image array must have shape (n, h, w) or (n, h, w, c) with c in "
+            f"{{1, 3, 4}}, got shape {X.shape}."
+        )
+    if X.ndim == 4 and X.shape[-1] not in (1, 3, 4):
+        raise ValueError(
+            f"An image array must have 1, 3 or 4 channels in its last axis, got "
+            f"shape {X.shape} ({X.shape[-1]} channels)."
+        )
+    if X.shape[1] == 0 or X.shape[2] == 0:
+        raise ValueError(f"An image array must have non-empty images, got shape {X.shape}.")
+    if X.dtype.kind == "f" and X.size and not np.isfinite(X).all():
+        raise ValueError("Input X contains NaN or infinity; float images must lie in [0, 1].")
+
+
+def load_image(item: Any, *, where: str = "") -> Image.Image:
+    """Load one element of ``X`` as an RGB PIL image.
+
+    Parameters
+    ----------
+    item : path-like, PIL image or ndarray
+        A file path, a PIL image of any mode, or one image as an array of shape
+        ``(h, w)`` or ``(h, w, c)``: ``uint8``, ``uint16`` (scaled by 1/257), or
+        float in [0, 1].
+    where : str, default=""
+        Where the item sits in ``X`` (e.g. ``"X[3]"``), used in error messages of
+        in-memory images.
+
+    Returns
+    -------
+    image : PIL.Image.Image
+        An RGB image with the EXIF orientation applied.
+
+    Raises
+    ------
+    ImageLoadError
+        If the file is missing, is a directory, cannot be decoded, or the array
+        holds NaN, infinity or values outside [0, 1] (floats).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skconv.images import load_image
+    >>> load_image(np.zeros((4, 6), dtype=np.uint8)).size
+    (6, 4)
+    """
+    if _is_path(item):
+        return _load_file(os.fspath(item))
+    if isinstance(item, Image.Image):
+        return _to_rgb(item, name=where or "PIL image")
+    if isinstance(item, np.ndarray):
+        return _array_to_pil(item, name=where or "array")
+    raise ImageLoadError(
+        f"{where or 'An element of X'} is a {type(item).__name__}; expected a file "
+        "path, a PIL image or a numpy array."
+    )
+
+
+def _load_file(path: str) -> Image.Image:
+    if not os.path.exists(path):
+        raise ImageLoadError(f"Image file not found: {path!r}.")
+    if os.path.isdir(path):
+        raise ImageLoadError(f"Expected an image file but {path!r} is a directory.")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return _to_rgb(image, name=path)
+    except ImageLoadError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise ImageLoadError(f"Cannot decode image file {path!r}: {exc}") from exc
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        # Truncated or corrupt files surface as OSError/SyntaxError from Pillow's decoders.
+        raise ImageLoadError(
+            f"Cannot decode image file {path!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _to_rgb(image: Image.Image, *, name: str) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return _array_to_pil(np.asarray(image), name=name)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # Drop alpha rather than composite: medical images carry no meaning in it.
+        image = image.convert("RGBA") if image.mode != "RGBA" else image
+        return image.convert("RGB")
+    return image.convert("RGB")
+
+
+def _array_to_pil(array: np.ndarray, *, name: str) -> Image.Image:
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+        raise ImageLoadError(
+            f"{name} has shape {array.shape}; expected (h, w) or (h, w, c) with c in {{1, 3, 4}}."
+        )
+    if array.dtype == np.uint8:
+        pixels = array
+    elif array.dtype.kind == "f":
+        if not np.isfinite(array).all():
+            raise ImageLoadError(f"{name} contains NaN or infinity.")
+        low, high = float(array.min()), float(array.max())
+        if low < 0.0 or high > 1.0:
+            raise ImageLoadError(
+                f"{name} is a float image with values in [{low:g}, {high:g}]; "
+                "float images must lie in [0, 1]."
+            )
+        pixels = np.rint(array * 255.0).astype(np.uint8)
+    elif array.dtype.kind in "ui":
+        # 16-bit (and 32-bit integer) images are scaled to 8 bits, never clipped.
+        info_max = 65535 if array.max(initial=0) <= 65535 else np.iinfo(array.dtype).max
+        if array.min(initial=0) < 0:
+            raise ImageLoadError(f"{name} holds negative integer pixel values.")
+        pixels = np.rint(array.astype(np.float64) * (255.0 / info_max)).astype(np.uint8)
+    else:
+        raise ImageLoadError(f"{name} has unsupported dtype {array.dtype}.")
+    pixels = np.ascontiguousarray(pixels)
+    if pixels.ndim == 2:
+        return Image.fromarray(pixels, mode="L").convert("RGB")
+    if pixels.shape[-1] == 4:
+        pixels = np.ascontiguousarray(pixels[..., :3])
+    return Image.fromarray(pixels, mode="RGB")
+
+
+def describe(X: Sequence, index: int) -> str:
+    """Name element ``index`` of ``X`` for messages: its path, or ``X[index]``."""
+    item = X[index]
+    return os.fspath(item) if _is_path(item) else f"X[{index}]"
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """A torch dataset over ``X`` that decodes and preprocesses lazily.
+
+    Parameters
+    ----------
+    X : sequence of paths or PIL images, or ndarray
+        Images in any form accepted by :func:`check_images`.
+    transform : callable
+        Maps an RGB PIL image to a tensor, e.g. a :class:`Preprocessing`.
+    y : array-like, default=None
+        Targets returned beside each image; when None, a dummy 0 is returned so
+        that skorch and DataLoader see ``(image, target)`` pairs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skconv.images import ImageDataset, Preprocessing
+    >>> ds = ImageDataset(np.zeros((2, 32, 40), dtype=np.uint8), Preprocessing(image_size=16))
+    >>> ds[0][0].shape
+    torch.Size([3, 16, 16])
+    """
+
+    def __init__(self, X: Any, transform, y: Any = None):
+        self.X = check_images(X)
+        self.transform = transform
+        self.y = y
+
+    def __len__(self) -> int:
+        return len(self.X)
+
+    def __getitem__(self, index: int):
+        item = self.X[index]
+        image = load_image(item, where=f"X[{index}]")
+        tensor = self.transform(image)
+        target = 0 if self.y is None else self.y[index]
+        return tensor, target

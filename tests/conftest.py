@@ -1,0 +1,45 @@
+"""Shared fixtures: offline hubs, small images, and the BUSI data when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# Never wait on a network: timm/huggingface would otherwise retry for a minute.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+BUSI = Path(
+    os.environ.get(
+        "SKCONV_BUSI", Path(__file__).resolve().parents[2] / "shared" / "datasets" / "busi"
+    )
+)
+
+
+def busi_paths(n_per_class: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted BUSI paths and labels, the first ``n_per_class`` of each class."""
+    paths, labels = [], []
+    for cls in ("benign", "malignant", "normal"):
+        files = sorted((BUSI / cls).glob(f"{cls}_*.png"))
+        files = files[:n_per_class] if n_per_class else files
+        paths += [str(f) for f in files]
+        labels += [cls] * len(files)
+    return np.asarray(paths), np.asarray(labels)
+
+
+needs_busi = pytest.mark.skipif(not (BUSI / "benign").is_dir(), reason=f"BUSI not found at {BUSI}")
+
+
+@pytest.fixture(scope="session")
+def busi_small():
+    """60 BUSI images, 20 per class (skips when BUSI is absent)."""
+    if not (BUSI / "benign").is_dir():
+        pytest.skip(f"BUSI not found at {BUSI}")
+    return busi_paths(20)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

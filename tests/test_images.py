@@ -1,0 +1,119 @@
+"""Every input form of X becomes the same RGB image; bad input names the culprit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from skconv.images import (
+    ImageDataset,
+    ImageLoadError,
+    Preprocessing,
+    check_images,
+    load_image,
+    n_images,
+)
+
+
+@pytest.fixture
+def gray(rng):
+    return rng.integers(0, 256, (20, 30), dtype=np.uint8)
+
+
+def test_gray_rgb_rgba_arrays_and_pil_agree(gray):
+    rgb = np.repeat(gray[..., None], 3, axis=2)
+    rgba = np.concatenate([rgb, np.full_like(gray[..., None], 7)], axis=2)
+    expected = np.asarray(load_image(rgb))
+    for item in (gray, gray[..., None], rgba, Image.fromarray(gray), Image.fromarray(rgba)):
+        image = load_image(item)
+        assert image.mode == "RGB"
+        np.testing.assert_array_equal(np.asarray(image), expected)
+
+
+def test_float_image_is_scaled_from_unit_range(gray):
+    as_float = gray.astype(np.float32) / 255.0
+    np.testing.assert_array_equal(np.asarray(load_image(as_float))[..., 0], gray)
+
+
+def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path):
+    deep = np.array([[0, 257 * 100, 65535]], dtype=np.uint16)
+    path = tmp_path / "deep.png"
+    Image.fromarray(deep).save(path)
+    pixels = np.asarray(load_image(str(path)))[0, :, 0]
+    np.testing.assert_array_equal(pixels, [0, 100, 255])
+
+
+def test_paths_are_decoded_lazily_and_errors_name_the_file(tmp_path, gray):
+    good = tmp_path / "good.png"
+    Image.fromarray(gray).save(good)
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    dataset = ImageDataset([str(good), str(bad)], Preprocessing(image_size=16))
+    assert dataset[0][0].shape == (3, 16, 16)
+    with pytest.raises(ImageLoadError, match="bad.png"):
+        dataset[1]
+    with pytest.raises(ImageLoadError, match="not found.*missing.png"):
+        load_image(str(tmp_path / "missing.png"))
+    with pytest.raises(ImageLoadError, match="is a directory"):
+        load_image(str(tmp_path))
+
+
+def test_mixed_sizes_in_one_batch(rng):
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(40, 60), (90, 30, 3)]]
+    dataset = ImageDataset(images, Preprocessing(image_size=24))
+    batch = torch.stack([dataset[i][0] for i in range(2)])
+    assert batch.shape == (2, 3, 24, 24)
+
+
+def test_exif_rotation_is_applied(tmp_path):
+    wide = np.zeros((10, 40, 3), dtype=np.uint8)
+    image = Image.fromarray(wide)
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    path = tmp_path / "rotated.jpg"
+    image.save(path, exif=exif)
+    assert load_image(str(path)).size == (10, 40)
+
+
+@pytest.mark.parametrize(
+    "X, message",
+    [
+        ("one.png", "single path"),
+        (np.zeros((0, 8, 8), dtype=np.uint8), "no images"),
+        (np.zeros((3, 8), dtype=np.float32), r"shape \(n, h, w\)"),
+        (np.zeros((3, 8, 8, 2), dtype=np.uint8), "1, 3 or 4 channels"),
+        (np.full((2, 8, 8), np.nan, dtype=np.float32), "NaN"),
+        (np.zeros((2, 8, 8), dtype=np.complex64), "Complex"),
+        ([], "no images"),
+    ],
+)
+def test_bad_containers_raise_clear_errors(X, message):
+    with pytest.raises(ValueError, match=message):
+        check_images(X)
+
+
+def test_float_out_of_range_and_wrong_type_name_the_position():
+    with pytest.raises(ImageLoadError, match=r"X\[2\].*\[0, 1\]"):
+        load_image(np.full((4, 4), 2.0), where="X[2]")
+    with pytest.raises(ImageLoadError, match="expected a file path"):
+        load_image(3.5)
+
+
+def test_containers_pandas_and_read_only_arrays(rng):
+    series = pd.Series(["a.png", "b.png"])
+    assert list(check_images(series)) == ["a.png", "b.png"]
+    frozen = rng.integers(0, 256, (3, 8, 8), dtype=np.uint8)
+    frozen.setflags(write=False)
+    assert n_images(frozen) == 3
+    assert load_image(frozen[0][:, ::2]).size == (4, 8)  # non-contiguous view
+
+
+def test_preprocessing_resize_crop_normalise():
+    p = Preprocessing(image_size=32, crop_pct=0.5, mean=(0.5,) * 3, std=(0.5,) * 3)
+    assert p.resize_size == 64
+    out = p(Image.new("RGB", (100, 200), (255, 255, 255)))
+    assert out.shape == (3, 32, 32)
+    torch.testing.assert_close(out, torch.ones(3, 32, 32))

@@ -1,0 +1,146 @@
+"""The backbone registry: packaged ImageNet weights, torchvision/timm loading, failures."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+from sklearn.datasets import load_sample_images
+
+from skconv import zoo
+from skconv.zoo import WeightsUnavailableError, list_backbones, load_backbone
+
+PALACE, DAISY = 698, 985
+
+
+@pytest.fixture(scope="module")
+def sample_photos():
+    data = load_sample_images()
+    names = [name.rsplit("/", 1)[-1] for name in data.filenames]
+    return dict(zip(names, [Image.fromarray(img) for img in data.images]))
+
+
+def imagenet_logits(backbone, photos):
+    batch = torch.stack([backbone.preprocessing(photo) for photo in photos])
+    with torch.inference_mode():
+        return backbone.module.imagenet_logits(batch)
+
+
+@pytest.mark.slow
+def test_efficientnet_lite0_packaged_weights_are_imagenet(sample_photos):
+    backbone = load_backbone("efficientnet_lite0")
+    logits = imagenet_logits(backbone, [sample_photos["china.jpg"], sample_photos["flower.jpg"]])
+    assert logits.argmax(1).tolist() == [PALACE, DAISY]
+    assert backbone.sha256 == "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["efficientnet_lite1", "efficientnet_lite2"])
+def test_other_lite_weights_load_and_know_the_palace(name, sample_photos):
+    logits = imagenet_logits(load_backbone(name), [sample_photos["china.jpg"]])
+    assert logits.argmax(1).item() == PALACE
+
+
+@pytest.mark.slow
+def test_squeezenet_caffe_weights_fold_bgr_mean_into_conv1(sample_photos):
+    backbone = load_backbone("squeezenet1_1_caffe")
+    logits = imagenet_logits(backbone, [sample_photos["china.jpg"]])
+    assert PALACE in logits.topk(5).indices[0].tolist()
+    assert backbone.preprocessing.mean == (0.485, 0.456, 0.406)
+
+
+def test_squeezenet_unpickler_refuses_code(tmp_path):
+    import pickle
+
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps({"conv1": [print, None]}))
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        zoo._convert_squeezenet_caffe(str(path))
+
+
+def test_unknown_name_suggests_close_names():
+    with pytest.raises(ValueError, match="Did you mean.*resnet50"):
+        load_backbone("resnet05")
+    with pytest.raises(ValueError, match="Did you mean.*timm/resnet18"):
+        load_backbone("timm/resnet81")
+
+
+def test_list_backbones_flags_offline_entries():
+    rows = {row.name: row for row in list_backbones()}
+    assert rows["efficientnet_lite0"].available_offline
+    assert rows["squeezenet1_1_caffe"].source == "packaged"
+    assert "resnet50" in rows and rows["resnet50"].source == "torchvision"
+    timm_rows = list_backbones("timm/resnet18*")
+    assert timm_rows and all(r.name.startswith("timm/resnet18") for r in timm_rows)
+
+
+def test_torchvision_local_state_dict_file(tmp_path):
+    reference = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "resnet18.pth"
+    torch.save(reference.state_dict(), path)
+    backbone = load_backbone("resnet18", weights=str(path))
+    loaded = backbone.module.body.extractor.state_dict()
+    for key, value in reference.state_dict().items():
+        if not key.startswith("fc."):
+            torch.testing.assert_close(loaded[key], value, rtol=0, atol=0)
+    assert backbone.sha256 is not None and backbone.weights.endswith("resnet18.pth")
+    x = torch.randn(2, 3, 64, 64)
+    reference.eval()
+    with torch.inference_mode():
+        torch.testing.assert_close(backbone.module.imagenet_logits(x), reference(x))
+
+
+def test_timm_local_safetensors_file(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    reference = timm.create_model("resnet18", pretrained=False).eval()
+    path = tmp_path / "resnet18.safetensors"
+    save_file(reference.state_dict(), str(path))
+    backbone = load_backbone("timm/resnet18", weights=str(path))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(
+            backbone.module(x)[0], reference.forward_features(x), rtol=0, atol=0
+        )
+
+
+def test_wrong_file_for_architecture_is_refused(tmp_path):
+    path = tmp_path / "r18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    with pytest.raises(ValueError, match="do not fit"):
+        load_backbone("resnet34", weights=str(path))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "timm/resnet18"])
+def test_missing_weights_fail_fast_offline_with_instructions(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(zoo, "_network_reachable", lambda host: False)
+    monkeypatch.setattr(zoo, "_timm_cached", lambda arch: False)
+    start = time.perf_counter()
+    with pytest.raises(WeightsUnavailableError, match=r"weights='path/to/file.pth'") as info:
+        load_backbone(name)
+    assert time.perf_counter() - start < 10
+    assert "resnet18" in str(info.value)
+
+
+def test_stages_of_torchvision_and_timm_models():
+    resnet = load_backbone("resnet18", weights=None).module
+    assert resnet.stage_names[-2:] == ["layer3", "final"]
+    maps = resnet(torch.zeros(1, 3, 64, 64), ["layer2", "final"])
+    assert [m.shape[1] for m in maps] == [128, 512]
+    with pytest.raises(ValueError, match="Unknown stage 'layer9'.*layer3"):
+        resnet(torch.zeros(1, 3, 64, 64), ["layer9"])
+
+
+@pytest.mark.parametrize("name", ["densenet121", "mobilenet_v3_small", "shufflenet_v2_x0_5"])
+def test_functional_pooling_models_cut_before_pooling(name):
+    module = load_backbone(name, weights=None).module
+    with torch.inference_mode():
+        (final,) = module(torch.zeros(1, 3, 64, 64))
+    assert final.ndim == 4 and np.prod(final.shape[2:]) >= 1

@@ -11,5 +11,6 @@ The three ways of transfer learning, each a scikit-learn estimator:
 __version__ = "0.1.0.dev0"
 
 from .features import ConvFeatureTransformer  # noqa: E402
+from .finetune import FineTuneClassifier  # noqa: E402
 
-__all__ = ["ConvFeatureTransformer", "__version__"]
+__all__ = ["ConvFeatureTransformer", "FineTuneClassifier", "__version__"]

@@ -1,0 +1,234 @@
+"""FineTuneClassifier: the practice that makes fine-tuning work, and skorch's contract."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV
+from sklearn.utils.class_weight import compute_class_weight
+from skorch.callbacks import Callback
+from skorch.dataset import Dataset
+from skorch.helper import predefined_split
+
+from skconv import FineTuneClassifier
+from skconv.datasets import make_ultrasound
+from skconv.finetune import WarmupCosineLR, plot_learning_curves
+
+# Random-weight ResNet-18 on 32 px images: fast enough for contract tests.
+TINY = dict(backbone="resnet18", weights=None, image_size=32, batch_size=16, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    X, y = make_ultrasound(n_per_class=12, image_size=48, random_state=0)
+    return X, y
+
+
+def snapshot(module):
+    return {name: p.detach().clone() for name, p in module.named_parameters()}
+
+
+class EpochSnapshots(Callback):
+    """Record backbone and head parameters at the start and after each epoch."""
+
+    def initialize(self):
+        self.backbone, self.head = [], []
+        return self
+
+    def on_train_begin(self, net, **kwargs):
+        self.on_epoch_end(net)
+
+    def on_epoch_end(self, net, **kwargs):
+        self.backbone.append(snapshot(net.module_.backbone))
+        self.head.append(snapshot(net.module_.head))
+
+
+def test_head_only_warm_up_then_everything_trains(synthetic):
+    X, y = synthetic
+    recorder = EpochSnapshots()
+    clf = FineTuneClassifier(
+        **TINY, freeze_epochs=2, max_epochs=3, train_split=None, callbacks=[recorder]
+    ).fit(X, y)
+
+    def moved(states, i):
+        return any(not torch.equal(states[i][k], states[i + 1][k]) for k in states[i])
+
+    assert not moved(recorder.backbone, 0) and not moved(recorder.backbone, 1)  # frozen
+    assert moved(recorder.head, 0) and moved(recorder.head, 1)
+    assert moved(recorder.backbone, 2) and moved(recorder.head, 2)  # after the warm-up
+    assert all(p.requires_grad for p in clf.module_.backbone.parameters())
+
+
+def test_pretrained_layers_get_the_scaled_learning_rate(synthetic):
+    X, y = synthetic
+    clf = FineTuneClassifier(
+        **TINY, lr=0.01, backbone_lr_scale=0.1, max_epochs=1, train_split=None
+    ).fit(X, y)
+    groups = clf.optimizer_.param_groups
+    backbone_ids = {id(p) for p in clf.module_.backbone.parameters()}
+    by_kind = {all(id(p) in backbone_ids for p in g["params"]): g["initial_lr"] for g in groups}
+    assert by_kind == {True: pytest.approx(0.001), False: pytest.approx(0.01)}
+
+
+def test_warmup_cosine_schedule_holds_warms_and_decays():
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    schedule = WarmupCosineLR(optimizer, max_epochs=6, hold_epochs=1, warmup_epochs=1)
+    factors = [schedule.factor(epoch) for epoch in range(6)]
+    assert factors[0] == 1.0 and factors[1] == 0.5 and factors[2] == 1.0
+    assert factors[2] > factors[3] > factors[4] > factors[5] == pytest.approx(0.01)
+
+
+@pytest.mark.slow
+def test_learns_the_synthetic_task_better_than_chance():
+    X, y = make_ultrasound(n_per_class=30, image_size=64, random_state=0)
+    X_test, y_test = make_ultrasound(n_per_class=20, image_size=64, random_state=1)
+    clf = FineTuneClassifier(
+        "squeezenet1_1_caffe",
+        image_size=96,
+        max_epochs=6,
+        lr=3e-3,
+        backbone_lr_scale=0.3,
+        random_state=0,
+    ).fit(X, y)
+    accuracy = np.mean(clf.predict(X_test) == y_test)
+    assert accuracy >= 0.6, accuracy  # chance is 1/3
+
+
+def test_early_stopping_restores_the_best_epoch(synthetic):
+    X, y = synthetic
+    X_val, y_val = make_ultrasound(n_per_class=6, image_size=48, random_state=5)
+    clf = FineTuneClassifier(
+        **TINY,
+        lr=0.05,
+        max_epochs=6,
+        patience=2,
+        augment=None,
+        train_split=predefined_split(Dataset(X_val, y_val)),
+    ).fit(X, y)
+    losses = clf.history[:, "valid_loss"]
+    proba = clf.predict_proba(X_val)
+    codes = np.searchsorted(clf.classes_, y_val)
+    restored_loss = -np.mean(np.log(proba[np.arange(len(codes)), codes]))
+    assert restored_loss == pytest.approx(min(losses), abs=1e-4)
+    assert np.argmin(losses) < len(losses) - 1 or len(losses) == 6
+
+
+def test_string_labels_and_balanced_class_weights(synthetic):
+    X, y = synthetic
+    keep = np.r_[0:12, 12:16, 24:36]  # 12 benign, 4 malignant, 12 normal
+    clf = FineTuneClassifier(**TINY, class_weight="balanced", max_epochs=1, train_split=None)
+    clf.fit(X[keep], y[keep])
+    expected = compute_class_weight("balanced", classes=np.unique(y[keep]), y=y[keep])
+    np.testing.assert_allclose(clf.criterion_.weight.cpu().numpy(), expected, rtol=1e-6)
+    assert list(clf.classes_) == ["benign", "malignant", "normal"]
+    assert set(clf.predict(X[:6])) <= set(clf.classes_)
+    proba = clf.predict_proba(X[:6])
+    assert proba.shape == (6, 3) and np.allclose(proba.sum(axis=1), 1, atol=1e-5)
+
+
+def test_tta_averages_image_and_mirror(synthetic):
+    from skconv.images import load_image
+
+    X, y = synthetic
+    clf = FineTuneClassifier(**TINY, max_epochs=1, train_split=None).fit(X, y)
+    batch = torch.stack([clf.preprocessing_(load_image(x)) for x in X[:4]])
+    clf.module_.eval()
+    with torch.no_grad():
+        plain, mirrored = clf.infer(batch), clf.infer(batch.flip(3))
+        clf.set_params(tta=True)
+        averaged = clf.infer(batch)
+    torch.testing.assert_close(averaged, (plain + mirrored) / 2, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(plain, mirrored)
+
+
+def test_same_seed_same_model(synthetic):
+    X, y = synthetic
+    first = FineTuneClassifier(**TINY, max_epochs=2).fit(X, y).predict_proba(X)
+    second = FineTuneClassifier(**TINY, max_epochs=2).fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(first, second)
+
+
+@pytest.mark.parametrize(
+    "params, y_change, message",
+    [
+        (dict(augment="heavy"), None, "augment"),
+        (dict(class_weight="auto"), None, "class_weight"),
+        (dict(freeze_epochs=-1), None, "freeze_epochs"),
+        ({}, "one_class", "single class"),
+        ({}, "short", "X has 36 images but y has 35"),
+    ],
+)
+def test_bad_input_raises_clear_errors(synthetic, params, y_change, message):
+    X, y = synthetic
+    if y_change == "one_class":
+        y = np.full(len(y), "benign")
+    elif y_change == "short":
+        y = y[:-1]
+    with pytest.raises(ValueError, match=message):
+        FineTuneClassifier(**TINY, max_epochs=1, train_split=None, **params).fit(X, y)
+
+
+def test_unseen_validation_labels_are_refused(synthetic):
+    X, y = synthetic
+    split = predefined_split(Dataset(X[:3], np.array(["benign", "cyst", "normal"])))
+    with pytest.raises(ValueError, match="cyst"):
+        FineTuneClassifier(**TINY, max_epochs=1, train_split=split).fit(X, y)
+
+
+def test_clone_and_grid_search(synthetic):
+    X, y = synthetic
+    clf = FineTuneClassifier(**TINY, max_epochs=1, train_split=None)
+    copy = clone(clf)
+    assert copy.get_params()["backbone_lr_scale"] == clf.backbone_lr_scale
+    search = GridSearchCV(clf, {"lr": [1e-3, 1e-2]}, cv=2, error_score="raise").fit(X, y)
+    assert search.best_params_["lr"] in (1e-3, 1e-2)
+    assert search.predict(X[:3]).dtype.kind == "U"
+
+
+FRESH = textwrap.dedent(
+    """
+    import sys, joblib, numpy as np
+    model = joblib.load(sys.argv[1])
+    np.save(sys.argv[3], model.predict_proba(np.load(sys.argv[2])))
+    """
+)
+
+
+def test_joblib_round_trip_in_fresh_process(synthetic, tmp_path):
+    X, y = synthetic
+    clf = FineTuneClassifier(**TINY, max_epochs=1, train_split=None).fit(X, y)
+    joblib.dump(clf, tmp_path / "model.joblib")
+    np.save(tmp_path / "X.npy", X)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            FRESH,
+            str(tmp_path / "model.joblib"),
+            str(tmp_path / "X.npy"),
+            str(tmp_path / "p.npy"),
+        ],
+        check=True,
+        timeout=120,
+        env={"CUDA_VISIBLE_DEVICES": "", "PATH": "/usr/bin:/bin"},
+    )
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), clf.predict_proba(X))
+
+
+def test_verbose_prints_the_epoch_table_and_curves_plot(synthetic, tmp_path, capsys):
+    from PIL import Image
+
+    X, y = synthetic
+    clf = FineTuneClassifier(**TINY, max_epochs=2, verbose=1).fit(X, y)
+    out = capsys.readouterr().out
+    assert "train_loss" in out and "valid_acc" in out
+    path = plot_learning_curves(clf, tmp_path / "curves.png")
+    with Image.open(path) as image:
+        assert image.size[0] > 100

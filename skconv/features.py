@@ -259,19 +259,21 @@ class ConvFeatureTransformer(TransformerMixin, BaseEstimator):
         rows = np.empty((len(dataset), self.n_features_out_), dtype=np.float32)
         progress = _progress(len(dataset), self.verbose, f"features ({self.backbone_['name']})")
         start = 0
-        with torch.inference_mode():
-            for batch, _ in loader:
-                batch = batch.to(self.device_)
-                if channels_last:
-                    batch = batch.contiguous(memory_format=torch.channels_last)
-                feats = self._pooled(batch, stages)
-                if self.tta:
-                    feats = 0.5 * (feats + self._pooled(torch.flip(batch, dims=[3]), stages))
-                rows[start : start + len(feats)] = feats.float().cpu().numpy()
-                start += len(feats)
-                self.n_forward_passes_ += 1 + int(self.tta)
-                progress.update(len(feats))
-        progress.close()
+        try:
+            with torch.inference_mode():
+                for batch, _ in loader:
+                    batch = batch.to(self.device_)
+                    if channels_last:
+                        batch = batch.contiguous(memory_format=torch.channels_last)
+                    feats = self._pooled(batch, stages)
+                    if self.tta:
+                        feats = 0.5 * (feats + self._pooled(torch.flip(batch, dims=[3]), stages))
+                    rows[start : start + len(feats)] = feats.float().cpu().numpy()
+                    start += len(feats)
+                    self.n_forward_passes_ += 1 + int(self.tta)
+                    progress.update(len(feats))
+        finally:
+            progress.close()  # a bar left open would redraw over the error message
         return rows
 
     def _pooled(self, batch: torch.Tensor, stages: list[str]) -> torch.Tensor:

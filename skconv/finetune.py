@@ -86,6 +86,11 @@ class FineTuneNet(nn.Module):
         self.n_features = int(probe.shape[1])
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(self.n_features, n_classes)
+        # Start from near-uniform predictions: pretrained features can be large (Caffe
+        # SqueezeNet's reach hundreds), and a default-initialised head would begin with
+        # a loss far above chance that pushes big gradients into the backbone.
+        nn.init.normal_(self.head.weight, std=0.01 / max(1.0, probe.abs().mean().item()))
+        nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         (feature_map,) = self.backbone(x)
@@ -783,19 +788,22 @@ def plot_learning_curves(net, path: str | os.PathLike) -> str:
     >>> os.path.exists(out)
     True
     """
-    import matplotlib
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ._io import atomic_write
 
     history = net.history
     epochs = history[:, "epoch"]
-    fig, loss_ax = plt.subplots(figsize=(6, 4))
+    # A bare Figure (no pyplot) changes no global matplotlib state.
+    fig = Figure(figsize=(6, 4))
+    loss_ax = fig.subplots()
     loss_ax.plot(epochs, history[:, "train_loss"], "o-", label="train loss")
     if "valid_loss" in history[-1]:
         loss_ax.plot(epochs, history[:, "valid_loss"], "o-", label="valid loss")
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("loss")
+    loss_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     handles, labels = loss_ax.get_legend_handles_labels()
     if "valid_acc" in history[-1]:
         acc_ax = loss_ax.twinx()
@@ -808,13 +816,6 @@ def plot_learning_curves(net, path: str | os.PathLike) -> str:
     loss_ax.set_title("Fine-tuning learning curves")
     fig.tight_layout()
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}.png")
-    try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path, "wb", overwrite=True) as handle:
+        fig.savefig(handle, format="png", dpi=100)
     return path

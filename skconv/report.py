@@ -1,0 +1,459 @@
+"""Evaluation of a fitted classifier: metrics, a Markdown report, a confusion-matrix PNG.
+
+The same numbers serve the ``skconv`` command, the benchmarks and a notebook:
+
+* :func:`predict_with_proba` runs a classifier once for both its classes and its
+  probabilities (a :class:`~sklearn.pipeline.Pipeline` computes its features once);
+* :func:`classification_metrics` turns labels and probabilities into a JSON-ready dict:
+  accuracy, balanced accuracy, macro-F1, macro one-vs-rest ROC AUC, per-class
+  precision, recall and F1, and the confusion matrix;
+* :func:`evaluate` is both for an estimator and a data set;
+* :func:`format_metrics` (console text), :func:`markdown_report` (``report.md``) and
+  :func:`plot_confusion_matrix` (a PNG, drawn without pyplot, so it changes no global
+  matplotlib state and needs no display) present them.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+__all__ = [
+    "classification_metrics",
+    "evaluate",
+    "format_metrics",
+    "markdown_report",
+    "plot_confusion_matrix",
+    "predict_with_proba",
+    "text_table",
+]
+
+#: Headline metrics in the order reports show them, with their display names.
+HEADLINE = {
+    "accuracy": "accuracy",
+    "balanced_accuracy": "balanced accuracy",
+    "f1_macro": "macro-F1",
+    "roc_auc_ovr_macro": "macro ROC AUC (one-vs-rest)",
+}
+
+
+def _plain(value: Any) -> Any:
+    """A NumPy scalar as the Python value JSON and f-strings expect."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def predict_with_proba(estimator, X) -> tuple[np.ndarray, np.ndarray | None]:
+    """Predict the class and the class probabilities of each sample, in one pass.
+
+    A :class:`~sklearn.pipeline.Pipeline` transforms ``X`` once and hands the result
+    to its last step's ``predict`` and ``predict_proba``, so the features of a
+    :class:`~skconv.ConvFeatureTransformer` are computed once, not twice. The classes
+    are those of ``estimator.predict``, whatever its decision rule.
+
+    Parameters
+    ----------
+    estimator : fitted classifier
+        A classifier or a pipeline ending in one.
+    X : array-like
+        The samples (for skconv estimators: image paths, PIL images or arrays).
+
+    Returns
+    -------
+    y_pred : ndarray of shape (n_samples,)
+        The predicted classes.
+    proba : ndarray of shape (n_samples, n_classes) or None
+        Probabilities, columns in the order of ``estimator.classes_``; None if the
+        estimator has no ``predict_proba``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from skconv.report import predict_with_proba
+    >>> X, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array(["a", "a", "b", "b"])
+    >>> y_pred, proba = predict_with_proba(LogisticRegression().fit(X, y), X)
+    >>> y_pred.tolist(), proba.shape
+    (['a', 'a', 'b', 'b'], (4, 2))
+    """
+    from sklearn.pipeline import Pipeline
+
+    if isinstance(estimator, Pipeline) and len(estimator.steps) > 1:
+        Xt = estimator[:-1].transform(X)
+        estimator = estimator.steps[-1][1]
+    else:
+        Xt = X
+    y_pred = np.asarray(estimator.predict(Xt))
+    proba = np.asarray(estimator.predict_proba(Xt)) if hasattr(estimator, "predict_proba") \
+        else None
+    return y_pred, proba
+
+
+def classification_metrics(y_true, y_pred, y_proba=None, *, labels=None) -> dict:
+    """Compute the metrics of a classification, as a dict that JSON can hold.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        The true classes.
+    y_pred : array-like of shape (n_samples,)
+        The predicted classes.
+    y_proba : array-like of shape (n_samples, n_classes), default=None
+        Class probabilities, columns in the order of ``labels``. Needed for the ROC
+        AUC; without it the AUC entries are None.
+    labels : array-like of shape (n_classes,), default=None
+        The classes in the order of the probability columns and of the confusion
+        matrix, usually ``estimator.classes_``. None takes the sorted union of
+        ``y_true`` and ``y_pred`` (then ``y_proba`` must have those columns).
+
+    Returns
+    -------
+    metrics : dict
+        ``n_samples``; ``accuracy``; ``balanced_accuracy``; ``f1_macro``;
+        ``roc_auc_ovr_macro``, the mean over classes of the ROC AUC of each class
+        against the rest (the same as scikit-learn's ``roc_auc_score(...,
+        multi_class="ovr", average="macro")``; classes absent from ``y_true`` are
+        left out of the mean, and it is None when no class has both positives and
+        negatives); ``labels``; ``per_class``, mapping each class to its
+        ``precision``, ``recall``, ``f1``, ``support`` and ``roc_auc``; and
+        ``confusion_matrix``, a list of rows (true class) of counts per predicted
+        class, both in the order of ``labels``. Undefined precision or recall
+        (no sample predicted as or belonging to a class) counts as 0.
+
+    Raises
+    ------
+    ValueError
+        If the lengths differ, or ``y_proba`` does not have one column per label.
+
+    Examples
+    --------
+    >>> from skconv.report import classification_metrics
+    >>> m = classification_metrics(["a", "a", "b", "b"], ["a", "b", "b", "b"],
+    ...                            [[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [0.3, 0.7]])
+    >>> m["accuracy"], m["balanced_accuracy"], m["roc_auc_ovr_macro"]
+    (0.75, 0.75, 1.0)
+    >>> m["per_class"]["b"]["precision"], m["confusion_matrix"]
+    (0.6666666666666666, [[1, 1], [0, 2]])
+    """
+    from sklearn import metrics as skm
+
+    y_true = np.asarray(y_true).ravel()
+    y_pred = np.asarray(y_pred).ravel()
+    if y_true.shape != y_pred.shape:
+        raise ValueError(
+            f"y_true and y_pred must have the same length, got {len(y_true)} and {len(y_pred)}."
+        )
+    if labels is None:
+        labels = np.unique(np.concatenate([y_true, y_pred]))
+    labels = np.asarray(labels)
+    proba = None
+    if y_proba is not None:
+        proba = np.asarray(y_proba, dtype=float)
+        if proba.shape != (len(y_true), len(labels)):
+            raise ValueError(
+                f"y_proba must have shape (n_samples, n_classes) = ({len(y_true)}, "
+                f"{len(labels)}) for labels {[_plain(c) for c in labels]}, got {proba.shape}."
+            )
+
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    aucs = [None] * len(labels)
+    if proba is not None:
+        for k, cls in enumerate(labels):
+            positive = y_true == cls
+            if positive.any() and not positive.all():
+                aucs[k] = float(skm.roc_auc_score(positive, proba[:, k]))
+    defined = [a for a in aucs if a is not None]
+    present = np.isin(labels, y_true)
+    return {
+        "n_samples": int(len(y_true)),
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        # Recall averaged over the classes present in y_true, as scikit-learn defines it.
+        "balanced_accuracy": float(np.mean(recall[present])) if present.any() else 0.0,
+        "f1_macro": float(np.mean(f1)),
+        "roc_auc_ovr_macro": float(np.mean(defined)) if defined else None,
+        "labels": [_plain(c) for c in labels],
+        "per_class": {
+            str(_plain(cls)): {
+                "precision": float(precision[k]),
+                "recall": float(recall[k]),
+                "f1": float(f1[k]),
+                "support": int(support[k]),
+                "roc_auc": aucs[k],
+            }
+            for k, cls in enumerate(labels)
+        },
+        "confusion_matrix": skm.confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }
+
+
+def evaluate(estimator, X, y) -> dict:
+    """Predict ``X`` with a fitted classifier and compute the metrics against ``y``.
+
+    Parameters
+    ----------
+    estimator : fitted classifier
+        A classifier or a pipeline ending in one, with ``classes_``.
+    X : array-like
+        The samples.
+    y : array-like of shape (n_samples,)
+        Their true classes.
+
+    Returns
+    -------
+    metrics : dict
+        As :func:`classification_metrics`, with ``labels = estimator.classes_``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from skconv.report import evaluate
+    >>> X, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array(["a", "a", "b", "b"])
+    >>> evaluate(LogisticRegression().fit(X, y), X, y)["accuracy"]
+    1.0
+    """
+    y_pred, proba = predict_with_proba(estimator, X)
+    return classification_metrics(y, y_pred, proba, labels=estimator.classes_)
+
+
+# --------------------------------------------------------------------------- text
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def format_metrics(metrics: Mapping, *, title: str | None = None) -> str:
+    """Format metrics as a short plain-text report for a console.
+
+    Parameters
+    ----------
+    metrics : dict
+        As returned by :func:`classification_metrics`.
+    title : str, default=None
+        First line, e.g. ``"Test"``; the sample count is added to it.
+
+    Returns
+    -------
+    text : str
+        The headline metrics, then precision, recall, F1 and support per class.
+
+    Examples
+    --------
+    >>> from skconv.report import classification_metrics, format_metrics
+    >>> m = classification_metrics(["a", "a", "b"], ["a", "b", "b"])
+    >>> print(format_metrics(m, title="Test"))
+    Test (3 images)
+      accuracy                     0.667
+      balanced accuracy            0.750
+      macro-F1                     0.667
+      macro ROC AUC (one-vs-rest)  -
+      class  precision  recall  f1     support
+      a      1.000      0.500   0.667  2
+      b      0.500      1.000   0.667  1
+    """
+    lines = [] if title is None else [f"{title} ({metrics['n_samples']} images)"]
+    width = max(len(name) for name in HEADLINE.values())
+    lines += [f"  {name:<{width}}  {_fmt(metrics[key])}" for key, name in HEADLINE.items()]
+    rows = [
+        [cls, _fmt(m["precision"]), _fmt(m["recall"]), _fmt(m["f1"]), str(m["support"])]
+        for cls, m in metrics["per_class"].items()
+    ]
+    lines += ["  " + line for line in text_table(
+        ["class", "precision", "recall", "f1", "support"], rows)]
+    return "\n".join(lines)
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    """Left-aligned columns separated by two spaces, one string per line.
+
+    Parameters
+    ----------
+    header : sequence of str
+        The column names.
+    rows : sequence of sequences
+        The cells, converted with :class:`str`.
+
+    Returns
+    -------
+    lines : list of str
+        The header line, then one line per row, trailing spaces removed.
+
+    Examples
+    --------
+    >>> from skconv.report import text_table
+    >>> print("\\n".join(text_table(["file", "class"], [["a.png", "benign"]])))
+    file   class
+    a.png  benign
+    """
+    cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[k]) for row in cells) for k in range(len(header))]
+    return ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def _md_cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(header: Sequence[Any], rows: Sequence[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |",
+             "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _md_metrics(name: str, metrics: Mapping) -> list[str]:
+    lines = [f"## {name} ({metrics['n_samples']} images)", ""]
+    lines += _md_table(["metric", "value"],
+                       [[label, _fmt(metrics[key])] for key, label in HEADLINE.items()])
+    lines += ["", "Per class:", ""]
+    lines += _md_table(
+        ["class", "precision", "recall", "F1", "ROC AUC (one-vs-rest)", "support"],
+        [[cls, _fmt(m["precision"]), _fmt(m["recall"]), _fmt(m["f1"]), _fmt(m["roc_auc"]),
+          m["support"]] for cls, m in metrics["per_class"].items()],
+    )
+    labels = [str(c) for c in metrics["labels"]]
+    lines += ["", "Confusion matrix (rows: true class, columns: predicted class):", ""]
+    lines += _md_table(["true \\ predicted", *labels],
+                       [[cls, *row] for cls, row in zip(labels, metrics["confusion_matrix"])])
+    return lines + [""]
+
+
+def markdown_report(
+    parts: Mapping[str, Mapping],
+    *,
+    title: str = "skconv report",
+    details: Mapping[str, Any] | None = None,
+    split_table: str | None = None,
+    figures: Mapping[str, str] | None = None,
+) -> str:
+    """Write evaluation results as a Markdown document.
+
+    Parameters
+    ----------
+    parts : mapping of str to dict
+        One section per evaluated part, e.g. ``{"Validation": m_val, "Test": m_test}``,
+        each dict as returned by :func:`classification_metrics`.
+    title : str, default="skconv report"
+        The level-1 heading.
+    details : mapping of str to object, default=None
+        Facts about the run (data, backbone, seed, ...), listed under the title.
+    split_table : str, default=None
+        The split as printed by :func:`skconv.model_selection.split_report`, shown
+        verbatim.
+    figures : mapping of str to str, default=None
+        Caption to image path (relative to the report), embedded at the end.
+
+    Returns
+    -------
+    markdown : str
+        The document, ending in a newline.
+
+    Examples
+    --------
+    >>> from skconv.report import classification_metrics, markdown_report
+    >>> m = classification_metrics(["a", "b"], ["a", "b"])
+    >>> md = markdown_report({"Test": m}, details={"backbone": "efficientnet_lite0"})
+    >>> print(md.splitlines()[0])
+    # skconv report
+    >>> "| accuracy | 1.000 |" in md
+    True
+    """
+    lines = [f"# {title}", ""]
+    if details:
+        lines += [f"- {key}: {value}" for key, value in details.items()] + [""]
+    if split_table is not None:
+        lines += ["## Split", "", "```", split_table.rstrip("\n"), "```", ""]
+    for name, metrics in parts.items():
+        lines += _md_metrics(name, metrics)
+    for caption, path in (figures or {}).items():
+        lines += [f"![{caption}]({path})", ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def plot_confusion_matrix(
+    confusion_matrix,
+    labels: Sequence[Any],
+    path: str | os.PathLike | None = None,
+    *,
+    title: str | None = None,
+    overwrite: bool = False,
+):
+    """Draw a confusion matrix and optionally save it as a PNG, atomically.
+
+    The figure is made without :mod:`matplotlib.pyplot`, on an Agg canvas: it needs
+    no display, changes no global matplotlib state and is not kept open.
+
+    Parameters
+    ----------
+    confusion_matrix : array-like of shape (n_classes, n_classes)
+        Counts, rows the true class, columns the predicted class (the
+        ``"confusion_matrix"`` entry of :func:`classification_metrics`).
+    labels : sequence
+        The class names, in the order of the rows.
+    path : str or path-like, default=None
+        Where to save the PNG; None only returns the figure.
+    title : str, default=None
+        The axes title.
+    overwrite : bool, default=False
+        Replace ``path`` if it exists; otherwise an existing file raises
+        :class:`FileExistsError`.
+
+    Returns
+    -------
+    figure : matplotlib.figure.Figure
+        The figure.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from PIL import Image
+    >>> from skconv.report import plot_confusion_matrix
+    >>> png = Path(tempfile.mkdtemp()) / "cm.png"
+    >>> fig = plot_confusion_matrix([[5, 1], [0, 6]], ["benign", "malignant"], png)
+    >>> Image.open(png).format
+    'PNG'
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    matrix = np.asarray(confusion_matrix)
+    labels = [str(c) for c in labels]
+    if matrix.shape != (len(labels), len(labels)):
+        raise ValueError(
+            f"confusion_matrix must be square with one row per label ({len(labels)}), "
+            f"got shape {matrix.shape}."
+        )
+    side = 3.0 + 0.6 * len(labels)
+    figure = Figure(figsize=(side + 1.0, side), layout="constrained")
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot()
+    display = ConfusionMatrixDisplay(matrix, display_labels=labels).plot(
+        ax=ax, cmap="Blues", colorbar=True, values_format="d"
+    )
+    # Counts are whole numbers: no 0.25 steps on the colour bar of a small test part.
+    display.im_.colorbar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if len(labels) > 4 or max(map(len, labels), default=0) > 10:
+        ax.tick_params(axis="x", labelrotation=45)
+    if title:
+        ax.set_title(title)
+    if path is not None:
+        from ._io import atomic_write
+
+        with atomic_write(path, "wb", overwrite=overwrite) as handle:
+            figure.savefig(handle, format="png", dpi=120)
+    return figure

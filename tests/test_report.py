@@ -1,0 +1,199 @@
+"""Tests of skconv.report (metrics, Markdown, figures) and skconv._io (atomic writes)."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn import metrics as skm
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+
+from skconv.report import (
+    classification_metrics,
+    evaluate,
+    format_metrics,
+    markdown_report,
+    plot_confusion_matrix,
+    predict_with_proba,
+    text_table,
+)
+
+
+@pytest.fixture
+def three_class():
+    rng = np.random.default_rng(0)
+    labels = np.array(["benign", "malignant", "normal"])
+    y_true = labels[rng.integers(0, 3, 60)]
+    proba = rng.dirichlet([1, 1, 1], size=60)
+    proba[np.arange(60), np.searchsorted(labels, y_true)] += 0.5  # informative
+    proba /= proba.sum(axis=1, keepdims=True)
+    return y_true, labels[proba.argmax(axis=1)], proba, labels
+
+
+# -- classification_metrics --------------------------------------------------------------
+
+
+def test_metrics_match_scikit_learn(three_class):
+    y_true, y_pred, proba, labels = three_class
+    m = classification_metrics(y_true, y_pred, proba, labels=labels)
+    assert m["n_samples"] == 60
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(y_true, y_pred))
+    assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y_true, y_pred))
+    assert m["f1_macro"] == pytest.approx(skm.f1_score(y_true, y_pred, average="macro"))
+    assert m["roc_auc_ovr_macro"] == pytest.approx(
+        skm.roc_auc_score(y_true, proba, multi_class="ovr", average="macro", labels=labels)
+    )
+    recall = skm.recall_score(y_true, y_pred, average=None, labels=labels)
+    assert [m["per_class"][c]["recall"] for c in labels] == pytest.approx(recall)
+    assert m["confusion_matrix"] == skm.confusion_matrix(y_true, y_pred, labels=labels).tolist()
+    assert m["labels"] == list(labels)
+    json.dumps(m)  # plain Python types only
+
+
+def test_metrics_follow_the_given_label_order(three_class):
+    y_true, y_pred, proba, labels = three_class
+    order = [2, 0, 1]
+    m = classification_metrics(y_true, y_pred, proba[:, order], labels=labels[order])
+    ref = classification_metrics(y_true, y_pred, proba, labels=labels)
+    assert m["labels"] == ["normal", "benign", "malignant"]
+    assert m["roc_auc_ovr_macro"] == pytest.approx(ref["roc_auc_ovr_macro"])
+    assert m["confusion_matrix"][0][0] == ref["confusion_matrix"][2][2]
+
+
+def test_metrics_without_proba_and_with_a_missing_class():
+    m = classification_metrics(["a", "a", "b"], ["a", "c", "b"], labels=["a", "b", "c"])
+    assert m["roc_auc_ovr_macro"] is None
+    assert m["per_class"]["c"] == {
+        "precision": 0.0,
+        "recall": 0.0,
+        "f1": 0.0,
+        "support": 0,
+        "roc_auc": None,
+    }
+    # balanced accuracy averages recall over the classes present in y_true
+    assert m["balanced_accuracy"] == pytest.approx(0.75)
+
+    proba = [[0.8, 0.1, 0.1], [0.3, 0.3, 0.4], [0.1, 0.8, 0.1]]
+    m = classification_metrics(["a", "a", "b"], ["a", "c", "b"], proba, labels=["a", "b", "c"])
+    assert m["per_class"]["c"]["roc_auc"] is None  # no positive: undefined, left out
+    assert m["roc_auc_ovr_macro"] == pytest.approx(1.0)
+
+
+def test_metrics_errors_name_the_problem():
+    with pytest.raises(ValueError, match="same length, got 2 and 3"):
+        classification_metrics(["a", "b"], ["a", "b", "b"])
+    with pytest.raises(ValueError, match=r"y_proba must have shape .*\(2, 2\).*got \(2, 3\)"):
+        classification_metrics(["a", "b"], ["a", "b"], np.ones((2, 3)) / 3)
+
+
+# -- predict_with_proba / evaluate -------------------------------------------------------
+
+
+class _CountingScaler(TransformerMixin, BaseEstimator):
+    def fit(self, X, y=None):
+        self.calls_ = 0
+        return self
+
+    def transform(self, X):
+        self.calls_ += 1
+        return np.asarray(X, dtype=float) * 2
+
+
+def test_predict_with_proba_transforms_once_and_matches_predict():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 3))
+    y = np.where(X[:, 0] > 0, "pos", "neg")
+    pipe = Pipeline([("scale", _CountingScaler()), ("head", LogisticRegression())]).fit(X, y)
+    calls = pipe.named_steps["scale"].calls_
+    y_pred, proba = predict_with_proba(pipe, X)
+    assert pipe.named_steps["scale"].calls_ == calls + 1
+    np.testing.assert_array_equal(y_pred, pipe.predict(X))
+    np.testing.assert_allclose(proba, pipe.predict_proba(X))
+
+    m = evaluate(pipe, X, y)
+    assert m["labels"] == ["neg", "pos"] and m["accuracy"] > 0.9
+
+
+def test_predict_with_proba_without_predict_proba():
+    from sklearn.svm import LinearSVC
+
+    X, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1])
+    y_pred, proba = predict_with_proba(LinearSVC().fit(X, y), X)
+    assert proba is None and y_pred.tolist() == [0, 0, 1, 1]
+
+
+# -- text and Markdown -------------------------------------------------------------------
+
+
+def test_format_metrics(three_class):
+    y_true, y_pred, proba, labels = three_class
+    m = classification_metrics(y_true, y_pred, proba, labels=labels)
+    text = format_metrics(m, title="Test")
+    assert text.splitlines()[0] == "Test (60 images)"
+    assert f"accuracy                     {m['accuracy']:.3f}" in text
+    assert "macro ROC AUC (one-vs-rest)" in text
+    assert all(cls in text for cls in labels)
+
+
+def test_text_table_aligns_columns():
+    lines = text_table(["a", "bb"], [["xxx", 1], ["y", 22]])
+    assert lines == ["a    bb", "xxx  1", "y    22"]
+
+
+def test_markdown_report(three_class):
+    y_true, y_pred, proba, labels = three_class
+    m = classification_metrics(y_true, y_pred, proba, labels=labels)
+    table = "Class: benign\nTotal files: 3\n"
+    md = markdown_report(
+        {"Validation": m, "Test": m},
+        title="Run",
+        details={"seed": 0},
+        split_table=table,
+        figures={"Confusion matrix": "cm.png"},
+    )
+    assert md.startswith("# Run\n\n- seed: 0\n")
+    assert "## Split\n\n```\nClass: benign\nTotal files: 3\n```" in md
+    assert md.count("## Validation (60 images)") == 1 and "## Test (60 images)" in md
+    assert f"| balanced accuracy | {m['balanced_accuracy']:.3f} |" in md
+    assert "| true \\ predicted | benign | malignant | normal |" in md
+    row = m["confusion_matrix"][0]
+    assert f"| benign | {row[0]} | {row[1]} | {row[2]} |" in md
+    assert md.endswith("![Confusion matrix](cm.png)\n")
+
+
+def test_markdown_escapes_pipes_in_class_names():
+    m = classification_metrics(["a|b", "c"], ["a|b", "c"])
+    md = markdown_report({"Test": m})
+    assert "| a\\|b | 1 | 0 |" in md
+
+
+# -- plot_confusion_matrix ---------------------------------------------------------------
+
+
+def test_plot_confusion_matrix_writes_a_png_and_leaves_no_open_figure(tmp_path):
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
+    path = tmp_path / "cm.png"
+    fig = plot_confusion_matrix(
+        [[3, 1, 0], [0, 4, 0], [1, 0, 5]], ["benign", "malignant", "normal"], path, title="Test"
+    )
+    assert plt.get_fignums() == before
+    with Image.open(path) as image:
+        image.verify()
+        assert image.format == "PNG"
+    with Image.open(path) as image:
+        assert min(image.size) > 200
+    assert fig.axes[0].get_title() == "Test"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cm.png"]
+
+    with pytest.raises(FileExistsError, match="cm.png"):
+        plot_confusion_matrix([[1]], ["a"], path)
+    plot_confusion_matrix([[1]], ["a"], path, overwrite=True)
+
+
+def test_plot_confusion_matrix_checks_the_shape():
+    with pytest.raises(ValueError, match=r"one row per label \(3\), got shape \(2, 2\)"):
+        plot_confusion_matrix([[1, 0], [0, 1]], ["a", "b", "c"])

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.skconv-installed
 # Tests never wait on a hub: timm/huggingface would otherwise retry for a minute.
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo docs clean
 
 install: $(STAMP)
 
@@ -27,3 +27,12 @@ demo: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+
+# The documentation: run the examples (they write the figures the pages show), then
+# build with warnings as errors.
+docs: $(STAMP)
+	mkdir -p docs/_generated
+	for example in docs/examples/*.py; do \
+		SKCONV_EXAMPLES_OUT=docs/_generated $(BIN)/python $$example > /dev/null || exit 1; \
+	done
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html

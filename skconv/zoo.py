@@ -533,7 +533,7 @@ class _FXBody(nn.Module):
 class Backbone:
     """A loaded backbone: the feature network and what describes its weights.
 
-    Attributes
+    Parameters
     ----------
     module : FeatureNet
         Maps a normalised ``(n, 3, s, s)`` batch to stage feature maps.
@@ -544,8 +544,17 @@ class Backbone:
     weights : str or None
         The resolved weights id (e.g. ``"ResNet50_Weights.IMAGENET1K_V2"``, a
         package name, a file path) or None for random initialisation.
-    sha256 : str or None
+    sha256 : str or None, default=None
         SHA-256 of the weights file, when weights came from a file.
+    spec : dict, default={}
+        The arguments it was built from.
+
+    Examples
+    --------
+    >>> from skconv.zoo import load_backbone
+    >>> bb = load_backbone("resnet18", weights=None)
+    >>> bb.identity
+    {'name': 'resnet18', 'weights': None, 'sha256': None}
     """
 
     module: FeatureNet

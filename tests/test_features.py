@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -87,9 +88,6 @@ def test_contract_on_images(images):
     # idempotent fit, pickle round trip, read-only input
     again = clone(t).fit(images).transform(images)
     np.testing.assert_array_equal(again, out)
-    restored = joblib.loads(joblib.dumps(t)) if hasattr(joblib, "loads") else None
-    import pickle
-
     restored = pickle.loads(pickle.dumps(t))
     np.testing.assert_array_equal(restored.transform(images), out)
     frozen = images.copy()
@@ -264,3 +262,30 @@ def test_grid_search_over_backbones(busi_small, n_jobs):
         "squeezenet1_1_caffe",
     }
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+
+
+@pytest.mark.slow
+def test_compiled_fast_path_matches_default(images):
+    default = ConvFeatureTransformer(**SMALL).fit(images)
+    fast = ConvFeatureTransformer(**SMALL, compile=True).fit(images)
+    # 6 images in batches of 4: the short last batch is padded to the compiled shape.
+    fast.set_params(batch_size=4)
+    np.testing.assert_allclose(
+        fast.transform(images), default.transform(images), atol=1e-4, rtol=1e-4
+    )
+    restored = pickle.loads(pickle.dumps(fast))  # compiled code is not pickled
+    assert not hasattr(restored, "_compiled") or restored._compiled is None
+
+
+def test_prefetching_decodes_every_batch_in_order(tmp_path, rng):
+    from PIL import Image
+
+    paths = []
+    for i in range(7):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 256, (20, 20), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    t = ConvFeatureTransformer(**{**SMALL, "batch_size": 3}).fit(paths)
+    together = t.transform(paths)
+    one_by_one = np.vstack([t.transform([p]) for p in paths])
+    np.testing.assert_allclose(together, one_by_one, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,244 @@
+"""Feature extraction throughput: a plain user loop against skconv, end to end from files.
+
+Run from the project root:
+    .venv/bin/python benchmarks/throughput.py [BUSI_DIR] [--quick]
+Writes benchmarks/results/throughput.md and .json.
+
+(a) plain loop: PIL decode, timm's eval transform, eager NCHW model under no_grad, batch 32;
+(b) raw forward: skconv's network settings (channels_last, inference_mode) on tensors
+    decoded beforehand, so decoding is excluded;
+(c) ConvFeatureTransformer().transform(paths), the default path;
+(d) ConvFeatureTransformer(compile=True).transform(paths), compile time in its own column.
+Peak RSS of transforming 500 vs 5,000 paths is measured in fresh subprocesses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import timm
+import torch
+from PIL import Image
+from timm.data import create_transform, resolve_data_config
+
+from skconv import ConvFeatureTransformer
+from skconv.datasets import load_image_folder
+from skconv.images import load_image
+from skconv.zoo import load_backbone
+
+ROOT = Path(__file__).resolve().parents[1]
+ARGS = [a for a in sys.argv[1:] if not a.startswith("--")]
+QUICK = "--quick" in sys.argv
+BUSI = Path(ARGS[0]) if ARGS else ROOT.parent / "shared" / "datasets" / "busi"
+OUT = ROOT / "benchmarks" / "results"
+N_IMAGES = 96 if QUICK else 256
+REPEATS = 2 if QUICK else 3
+BATCH = 32
+
+
+def timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def plain_loop(paths, backbone):
+    """What a user writes by hand with timm (for packaged lite weights) or torchvision."""
+    bb = load_backbone(backbone)
+    model = bb.module.eval()  # same weights; NCHW, eager, no_grad
+    p = bb.preprocessing
+    transform = create_transform(
+        **resolve_data_config(
+            {
+                "input_size": (3, p.image_size, p.image_size),
+                "crop_pct": p.crop_pct,
+                "interpolation": p.interpolation,
+                "mean": p.mean,
+                "std": p.std,
+            }
+        )
+    )
+
+    def run():
+        with torch.no_grad():
+            for start in range(0, len(paths), BATCH):
+                batch = torch.stack(
+                    [transform(Image.open(f).convert("RGB")) for f in paths[start : start + BATCH]]
+                )
+                (fmap,) = model(batch)
+                fmap.mean(dim=(2, 3)).numpy()
+
+    return run
+
+
+def raw_forward(paths, transformer):
+    batches = []
+    for start in range(0, len(paths), BATCH):
+        batches.append(
+            torch.stack(
+                [transformer.preprocessing_(load_image(f)) for f in paths[start : start + BATCH]]
+            ).contiguous(memory_format=torch.channels_last)
+        )
+
+    def run():
+        with torch.inference_mode():
+            for batch in batches:
+                transformer._pooled(batch, ["final"]).numpy()
+
+    return run
+
+
+RSS_CHILD = """
+import resource, sys, numpy as np
+from skconv import ConvFeatureTransformer
+paths = np.load(sys.argv[1])
+t = ConvFeatureTransformer(backbone=sys.argv[2]).fit(paths)
+t.transform(paths)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def peak_rss_mib(paths, backbone, tmp):
+    np.save(tmp, paths)
+    out = subprocess.run(
+        [sys.executable, "-c", RSS_CHILD, tmp, backbone],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return int(out.stdout.strip().splitlines()[-1]) / 1024
+
+
+def bench_backbone(backbone, paths, with_fast):
+    n = len(paths)
+    rows = {}
+    default = ConvFeatureTransformer(backbone=backbone).fit(paths[:1])
+    runs = {
+        "a_plain": plain_loop(paths, backbone),
+        "b_raw_forward": raw_forward(paths, default),
+        "c_skconv_default": lambda: default.transform(paths),
+    }
+    if with_fast:
+        fast = ConvFeatureTransformer(backbone=backbone, compile=True).fit(paths[:1])
+        compile_and_first = timed(lambda: fast.transform(paths))
+        runs["d_skconv_compile"] = lambda: fast.transform(paths)
+    for _ in range(REPEATS):  # alternate so that drifts in machine load hit every method
+        for name, run in runs.items():
+            rows.setdefault(name, []).append(timed(run))
+    result = {
+        name: {
+            "seconds": t,
+            "images_per_s_best": n / min(t),
+            "images_per_s_median": n / statistics.median(t),
+        }
+        for name, t in rows.items()
+    }
+    if with_fast:
+        steady = min(rows["d_skconv_compile"])
+        result["d_skconv_compile"]["compile_seconds"] = compile_and_first - steady
+        np.testing.assert_allclose(
+            fast.transform(paths[:40]), default.transform(paths[:40]), atol=1e-4, rtol=1e-4
+        )
+    best = {k: v["images_per_s_best"] for k, v in result.items()}
+    result["ratios"] = {
+        "c/a": best["c_skconv_default"] / best["a_plain"],
+        "c/b": best["c_skconv_default"] / best["b_raw_forward"],
+    }
+    if with_fast:
+        result["ratios"]["d/a"] = best["d_skconv_compile"] / best["a_plain"]
+    return result
+
+
+def main():
+    data = load_image_folder(BUSI)
+    order = np.random.default_rng(0).permutation(len(data.paths))
+    paths = data.paths[order][:N_IMAGES]
+    load_before = os.getloadavg()
+    results = {
+        "n_images": N_IMAGES,
+        "repeats": REPEATS,
+        "batch_size": BATCH,
+        "torch_threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "backbones": {},
+    }
+    plan = [("efficientnet_lite0", True)] + (
+        [] if QUICK else [("efficientnet_lite2", False), ("squeezenet1_1_caffe", False)]
+    )
+    for backbone, with_fast in plan:
+        results["backbones"][backbone] = bench_backbone(backbone, paths, with_fast)
+        print(backbone, json.dumps(results["backbones"][backbone]["ratios"]), flush=True)
+    small, big = (100, 1000) if QUICK else (500, 5000)
+    many = np.resize(data.paths, big)  # BUSI has 780 images: cycle through them
+    tmp = str(OUT / ".rss_paths.npy")
+    OUT.mkdir(parents=True, exist_ok=True)
+    try:
+        results["peak_rss_mib"] = {
+            str(small): peak_rss_mib(many[:small], "efficientnet_lite0", tmp),
+            str(big): peak_rss_mib(many, "efficientnet_lite0", tmp),
+        }
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    results["load_average_before_after"] = [load_before[0], os.getloadavg()[0]]
+    (OUT / "throughput.json").write_text(json.dumps(results, indent=1))
+    write_markdown(results, small, big)
+
+
+def write_markdown(results, small, big):
+    lines = [
+        "# Feature extraction throughput",
+        "",
+        f"Made by `python benchmarks/throughput.py` on a {results['cpus']}-core CPU machine "
+        f"(no GPU, torch {results['torch']}, {results['torch_threads']} torch threads), "
+        f"{results['n_images']} BUSI PNGs end to end from files, batch {results['batch_size']}, "
+        f"{results['repeats']} alternating repetitions; images/s of the best and the median run. "
+        f"Load average before/after: {results['load_average_before_after'][0]:.2f} / "
+        f"{results['load_average_before_after'][1]:.2f}.",
+        "",
+        "| backbone | (a) plain loop | (b) raw forward | (c) skconv default | (d) skconv compile "
+        "| compile s | (c)/(a) | (d)/(a) | (c)/(b) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results["backbones"].items():
+
+        def cell(key, r=r):
+            if key not in r:
+                return "-"
+            return f"{r[key]['images_per_s_best']:.1f} ({r[key]['images_per_s_median']:.1f})"
+
+        fast = r.get("d_skconv_compile", {})
+        lines.append(
+            f"| {name} | {cell('a_plain')} | {cell('b_raw_forward')} | {cell('c_skconv_default')} "
+            f"| {cell('d_skconv_compile')} | "
+            f"{fast.get('compile_seconds', float('nan')):.0f} | {r['ratios']['c/a']:.2f} | "
+            f"{r['ratios'].get('d/a', float('nan')):.2f} | {r['ratios']['c/b']:.2f} |"
+        )
+    rss = results["peak_rss_mib"]
+    lines += [
+        "",
+        "Targets: (c)/(a) >= 1.5, (c)/(b) >= 0.9, (d)/(a) >= 2.2.",
+        "",
+        f"Peak RSS of `ConvFeatureTransformer().fit(paths).transform(paths)` in a fresh process: "
+        f"{rss[str(small)]:.0f} MiB for {small} paths, {rss[str(big)]:.0f} MiB for {big} paths "
+        f"(ratio {rss[str(big)] / rss[str(small)]:.2f}; target <= 1.2).",
+        "",
+        "(a) decodes with PIL, applies timm's eval transform and runs the same network in NCHW "
+        "under `no_grad`; (b) runs skconv's network set-up (channels_last, inference_mode) on "
+        "tensors decoded before timing; (c) and (d) are end to end from the files, decoding in a "
+        "background thread while the network computes.",
+    ]
+    (OUT / "throughput.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -206,7 +206,8 @@ class ConvFeatureTransformer(TransformerMixin, BaseEstimator):
         probe = torch.zeros(1, 3, size, size, device=self.device_)
         with torch.inference_mode():
             maps = self.module_(probe, stages)
-        return [int(m.shape[1]) for m in maps]
+        # Token maps (n, tokens, c) of transformer-like backbones carry channels last.
+        return [int(m.shape[-1] if m.ndim == 3 else m.shape[1]) for m in maps]
 
     # ------------------------------------------------------------------ transforming
 

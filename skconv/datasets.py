@@ -23,6 +23,7 @@ from PIL import Image
 from scipy.special import expit
 from sklearn.utils import Bunch, check_random_state
 
+from .images import ImageLoadError, load_image
 from .model_selection import find_near_duplicates, split_report, train_val_test_split
 
 __all__ = ["load_image_folder", "split_folders", "make_ultrasound", "make_ultrasound_folder"]
@@ -53,13 +54,14 @@ def _class_files(class_dir: Path) -> list[Path]:
     return sorted(found)
 
 
-def _decodes(path: Path) -> bool:
+def _decode_error(path: Path) -> str | None:
+    """Why ``path`` does not decode as the estimators would read it, or None if it does."""
+    # A full decode, not PIL's verify(): verify() passes truncated JPEGs and bombs.
     try:
-        with Image.open(path) as im:
-            im.verify()
-    except Exception:  # PIL raises many types (OSError, SyntaxError, ...) for bad files
-        return False
-    return True
+        load_image(os.fspath(path))
+    except ImageLoadError as exc:
+        return str(exc)
+    return None
 
 
 def load_image_folder(path: str | os.PathLike, on_error: str = "raise") -> Bunch:
@@ -78,8 +80,8 @@ def load_image_folder(path: str | os.PathLike, on_error: str = "raise") -> Bunch
     on_error : {"raise", "skip"}, default="raise"
         What to do with files that do not decode. ``"raise"`` checks nothing here, so
         loading stays instant; a bad file raises an error naming it when it is read.
-        ``"skip"`` opens every file with PIL's ``verify`` now, leaves out those that
-        fail, lists them in ``skipped`` and warns.
+        ``"skip"`` decodes every file now, as the estimators would, leaves out those
+        that fail, lists them in ``skipped`` and warns with the reasons.
 
     Returns
     -------
@@ -144,15 +146,15 @@ def load_image_folder(path: str | os.PathLike, on_error: str = "raise") -> Bunch
 
     skipped = []
     if on_error == "skip":
-        ok = [_decodes(p) for p in paths]
-        skipped = [os.fspath(p) for p, good in zip(paths, ok) if not good]
-        paths = [p for p, good in zip(paths, ok) if good]
-        target = [t for t, good in zip(target, ok) if good]
+        errors = [_decode_error(p) for p in paths]
+        skipped = [os.fspath(p) for p, error in zip(paths, errors) if error]
+        paths = [p for p, error in zip(paths, errors) if not error]
+        target = [t for t, error in zip(target, errors) if not error]
         if skipped:
-            shown = ", ".join(repr(s) for s in skipped[:5])
             more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+            shown = " ".join([e for e in errors if e][:5])  # each names its file
             warnings.warn(f"Skipped {len(skipped)} file(s) that could not be decoded: "
-                          f"{shown}{more}.", UserWarning, stacklevel=2)
+                          f"{shown}{more}", UserWarning, stacklevel=2)
         if not paths:
             raise ValueError(f"Image folder {os.fspath(path)!r} holds no image that "
                              "decodes.")

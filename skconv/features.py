@@ -384,7 +384,10 @@ class ConvFeatureTransformer(TransformerMixin, BaseEstimator):
         state.pop("_compiled", None)  # compiled code is per process; rebuilt on demand
         module = state.pop("module_", None)
         if module is not None:
-            state["_module_state"] = {k: v.cpu() for k, v in module.state_dict().items()}
+            # NumPy arrays, not tensors: skops.io can store arrays (and joblib maps them).
+            state["_module_state"] = {
+                k: v.detach().cpu().numpy() for k, v in module.state_dict().items()
+            }
             state.pop("device_", None)
         return state
 
@@ -394,7 +397,10 @@ class ConvFeatureTransformer(TransformerMixin, BaseEstimator):
         if module_state is not None:
             # Rebuild the architecture with random weights (no download), then load ours.
             module = zoo.load_backbone(self.backbone, None).module
-            module.load_state_dict(module_state)
+            # np.array copies (arrays may be read-only) and takes older files' tensors too.
+            module.load_state_dict(
+                {k: torch.from_numpy(np.array(v)) for k, v in module_state.items()}
+            )
             self.device_ = resolve_device(self.device)
             if self.device_.type == "cuda" and not torch.cuda.is_available():
                 self.device_ = torch.device("cpu")  # trained on a GPU, used on a laptop

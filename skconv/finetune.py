@@ -11,8 +11,10 @@ stopping that restores the best epoch, and test-time augmentation.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,10 +25,12 @@ from sklearn.utils.multiclass import check_classification_targets
 from skorch import NeuralNetClassifier
 from skorch.callbacks import Callback, EarlyStopping, EpochScoring, LRScheduler
 from skorch.dataset import ValidSplit
+from skorch.history import History
 from torch import nn
 
 from . import zoo
 from .images import Preprocessing, check_images, load_image
+from .pooling import pool_features
 
 __all__ = [
     "FineTuneClassifier",
@@ -34,6 +38,7 @@ __all__ = [
     "TrainAugmentation",
     "BackboneFreezer",
     "WarmupCosineLR",
+    "EpochCheckpoint",
     "plot_learning_curves",
 ]
 
@@ -81,9 +86,10 @@ class FineTuneNet(nn.Module):
         with torch.no_grad():
             was_training = self.backbone.training
             self.backbone.eval()
-            (probe,) = self.backbone(torch.zeros(1, 3, 64, 64))
+            size = self.preprocessing.image_size  # some backbones (ViT) take one size only
+            (probe,) = self.backbone(torch.zeros(1, 3, size, size))
             self.backbone.train(was_training)
-        self.n_features = int(probe.shape[1])
+        self.n_features = int(probe.shape[-1] if probe.ndim == 3 else probe.shape[1])
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(self.n_features, n_classes)
         # Start from near-uniform predictions: pretrained features can be large (Caffe
@@ -94,7 +100,7 @@ class FineTuneNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         (feature_map,) = self.backbone(x)
-        return self.head(self.dropout(feature_map.mean(dim=(2, 3))))
+        return self.head(self.dropout(pool_features(feature_map, "avg")))
 
 
 # --------------------------------------------------------------------------- data
@@ -299,6 +305,122 @@ class WarmupCosineLR(torch.optim.lr_scheduler.LRScheduler):
         return [base * self.factor(self.last_epoch) for base in self.base_lrs]
 
 
+class EpochCheckpoint(Callback):
+    """Save all that resuming needs after every epoch, in one file replaced atomically.
+
+    ``<dirname>/checkpoint.pt`` holds the network and optimizer state, the history,
+    the state of :class:`~skorch.callbacks.EarlyStopping` (best weights included),
+    torch's random number generator state, and a fingerprint of the parameters, data
+    and labels. The file is written to a temporary sibling and renamed, so a kill at
+    any moment leaves the previous epoch's complete checkpoint. It is read with
+    ``torch.load(weights_only=True)``. :class:`FineTuneClassifier` adds this callback
+    when ``checkpoint_dir`` is set and resumes from the file in ``fit``.
+
+    Parameters
+    ----------
+    dirname : str or path-like
+        The folder of the checkpoint; created if missing.
+
+    Examples
+    --------
+    >>> from skconv.finetune import EpochCheckpoint
+    >>> EpochCheckpoint("runs/ft").path.name
+    'checkpoint.pt'
+    """
+
+    FILENAME = "checkpoint.pt"
+
+    def __init__(self, dirname):
+        self.dirname = dirname
+
+    @property
+    def path(self) -> Path:
+        """The checkpoint file."""
+        return Path(self.dirname) / self.FILENAME
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        self.fingerprint_ = _fingerprint(net, X, y)
+        self.saved_epochs_ = len(net.history)
+
+    def on_epoch_end(self, net, **kwargs):
+        self._save(net, finished=False)
+
+    def on_train_end(self, net, **kwargs):
+        # EarlyStopping ends training by raising KeyboardInterrupt, as Ctrl-C does; only
+        # the former, or every epoch done, is a finished run (Ctrl-C keeps the last epoch).
+        stopped = any(
+            isinstance(cb, EarlyStopping) and getattr(cb, "misses_", 0) >= cb.patience
+            for _, cb in net.callbacks_
+        )
+        done = self.saved_epochs_ == len(net.history) >= net.max_epochs
+        if stopped or done:
+            self._save(net, finished=True)
+
+    def _save(self, net, finished: bool) -> None:
+        from ._io import atomic_write
+
+        state = {
+            "format": "skconv-checkpoint-1",
+            "fingerprint": self.fingerprint_,
+            "finished": finished,
+            "module": net.module_.state_dict(),
+            "optimizer": net.optimizer_.state_dict(),
+            "history": json.dumps(net.history.to_list(), default=_json_number),
+            "early_stopping": {
+                name: {
+                    "misses_": int(cb.misses_),
+                    "dynamic_threshold_": float(cb.dynamic_threshold_),
+                    "best_epoch_": int(cb.best_epoch_),
+                    "best_model_weights_": cb.best_model_weights_,
+                }
+                for name, cb in net.callbacks_
+                if isinstance(cb, EarlyStopping) and hasattr(cb, "misses_")
+            },
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(self.path, "wb", overwrite=True) as handle:
+            torch.save(state, handle)
+        self.saved_epochs_ = len(net.history)
+
+
+def _json_number(value):
+    if hasattr(value, "item"):  # NumPy and torch scalars in skorch's history
+        return value.item()
+    raise TypeError(f"Cannot store {type(value).__name__} in a checkpoint's history.")
+
+
+# Parameters that change neither the trained model nor its data: a checkpoint made with
+# other values still resumes.
+_RESUME_NEUTRAL = frozenset({"callbacks", "checkpoint_dir", "device", "num_workers", "verbose"})
+
+
+def _fingerprint(net, X, y) -> dict:
+    """Digests of the parameters, classes, images and labels a checkpoint belongs to."""
+    import joblib
+
+    def digest(value) -> str:
+        try:
+            return joblib.hash(value)
+        except Exception:  # unpicklable values (lambdas): their type is all we can compare
+            return f"<{type(value).__qualname__}>"
+
+    params = {
+        name: digest(value)
+        for name, value in net.get_params(deep=False).items()
+        if not name.startswith("_") and name not in _RESUME_NEUTRAL
+    }
+    data = "dataset" if isinstance(X, torch.utils.data.Dataset) else digest(X)
+    classes = getattr(getattr(net, "label_encoder_", None), "classes_", None)
+    return {
+        "params": params,
+        "classes": digest(None if classes is None else list(classes)),
+        "X": data,
+        "y": digest(None if y is None else np.asarray(y)),
+    }
+
+
 # --------------------------------------------------------------------------- classifier
 
 _AUGMENT_OPTIONS = ("default", None)
@@ -350,7 +472,17 @@ class FineTuneClassifier(NeuralNetClassifier):
         DataLoader processes that decode and augment images.
     random_state : int or None, default=None
         Seeds torch (initialisation of the head, shuffling, augmentation) so that
-        two fits on the same machine give the same model.
+        two fits on the same CPU machine give the same model, bit for bit. On a GPU,
+        cuDNN's convolution algorithms and bfloat16 autocast are not bitwise
+        deterministic: expect predictions that differ in the last digits.
+    checkpoint_dir : str, path-like or None, default=None
+        A folder where the state after every epoch is saved (see
+        :class:`EpochCheckpoint`). If it holds a checkpoint of the same setup
+        (parameters, data and labels), ``fit`` resumes from it and, on the same
+        machine, reaches the same model as an uninterrupted run; a finished run is
+        restored without training. A checkpoint of another setup raises
+        ValueError and is left alone: delete it or choose another folder. Use one
+        folder per model, not with ``GridSearchCV``.
     module : type, default=FineTuneNet
         The network class; ``module__dropout`` and others reach it.
     criterion : type, default=torch.nn.CrossEntropyLoss
@@ -418,6 +550,7 @@ class FineTuneClassifier(NeuralNetClassifier):
         image_size: int | None = None,
         num_workers: int = 0,
         random_state: int | None = None,
+        checkpoint_dir: str | os.PathLike | None = None,
         module=FineTuneNet,
         criterion=nn.CrossEntropyLoss,
         optimizer=torch.optim.AdamW,
@@ -455,6 +588,7 @@ class FineTuneClassifier(NeuralNetClassifier):
         self.image_size = image_size
         self.num_workers = num_workers
         self.random_state = random_state
+        self.checkpoint_dir = checkpoint_dir
 
     # ------------------------------------------------------------------ callbacks
 
@@ -490,7 +624,11 @@ class FineTuneClassifier(NeuralNetClassifier):
                 )
             )
         # Before print_log, so that the epoch table shows what these callbacks record.
-        return callbacks[:-1] + extra + callbacks[-1:]
+        callbacks = callbacks[:-1] + extra + callbacks[-1:]
+        if self.checkpoint_dir is not None:
+            # Last: it saves what every other callback did in the epoch, RNG state included.
+            callbacks.append(("checkpoint", EpochCheckpoint(self.checkpoint_dir)))
+        return callbacks
 
     # ------------------------------------------------------------------ labels
 
@@ -513,6 +651,10 @@ class FineTuneClassifier(NeuralNetClassifier):
             raise ValueError(f"backbone_lr_scale must be >= 0, got {self.backbone_lr_scale!r}.")
         if self.image_size is not None and int(self.image_size) < 16:
             raise ValueError(f"image_size must be at least 16 or None, got {self.image_size!r}.")
+        if not isinstance(self.checkpoint_dir, (str, os.PathLike, type(None))):
+            raise ValueError(
+                f"checkpoint_dir must be a folder path or None, got {self.checkpoint_dir!r}."
+            )
 
     def _encode_targets(self, X, y, refit: bool) -> np.ndarray:
         if y is None:
@@ -573,11 +715,71 @@ class FineTuneClassifier(NeuralNetClassifier):
         codes = self._encode_targets(X, y, refit=refit)
         if self.random_state is not None:
             torch.manual_seed(self.random_state)
+        if refit and self.checkpoint_dir is not None:
+            resume = self._read_checkpoint(X, codes)  # before any state changes: it may raise
+            if resume is not None:
+                self._resume = resume
         self._fitting = True
         try:
             return super().fit(X, codes, **fit_params)
         finally:
             del self._fitting
+            self.__dict__.pop("_resume", None)
+
+    def _read_checkpoint(self, X, codes) -> dict | None:
+        path = EpochCheckpoint(self.checkpoint_dir).path
+        if not path.is_file():
+            return None
+        try:
+            # weights_only: a checkpoint is data, and loading it must never run code.
+            # CPU: RNG states must stay CPU tensors; load_state_dict moves the rest.
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ValueError(
+                f"Cannot read the checkpoint {os.fspath(path)!r}: {exc}. Delete it to train "
+                "from scratch."
+            ) from exc
+        if not isinstance(state, dict) or state.get("format") != "skconv-checkpoint-1":
+            raise ValueError(f"{os.fspath(path)!r} is not a skconv checkpoint.")
+        expected = _fingerprint(self, X, codes)
+        saved = state["fingerprint"]
+        differ = [
+            f"parameter {name!r}"
+            for name, value in expected["params"].items()
+            if saved["params"].get(name) != value
+        ] + [what for what in ("classes", "X", "y") if saved.get(what) != expected[what]]
+        if differ:
+            raise ValueError(
+                f"The checkpoint in {os.fspath(self.checkpoint_dir)!r} belongs to another "
+                f"setup ({', '.join(differ)} differ); it is left untouched. Delete it to "
+                "train from scratch, or pass another checkpoint_dir."
+            )
+        return state
+
+    def fit_loop(self, X, y=None, epochs=None, **fit_params):
+        resume = self.__dict__.pop("_resume", None)
+        if resume is not None and epochs is None:
+            epochs = self._restore(resume)
+        return super().fit_loop(X, y, epochs=epochs, **fit_params)
+
+    def _restore(self, state: dict) -> int:
+        """Load a checkpoint into the initialised net; return the epochs left to train."""
+        self.module_.load_state_dict(state["module"])
+        self.optimizer_.load_state_dict(state["optimizer"])
+        self.history_ = History(json.loads(state["history"]))
+        for name, cb in self.callbacks_:
+            if isinstance(cb, EarlyStopping) and not state["finished"]:
+                for attr, value in state["early_stopping"].get(name, {}).items():
+                    setattr(cb, attr, value)
+            elif isinstance(cb, LRScheduler):
+                cb.on_train_begin(self)  # rebuilt at the restored epoch
+            elif isinstance(cb, EpochCheckpoint):
+                cb.saved_epochs_ = len(self.history)
+        # Last: from here on, every random draw is the one the interrupted run made next.
+        torch.set_rng_state(state["rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        return 0 if state["finished"] else max(0, self.max_epochs - len(self.history))
 
     def partial_fit(self, X, y=None, classes=None, **fit_params):
         """Train for more epochs, initialising on the first call.

@@ -163,8 +163,8 @@ def check_images(X: Any) -> Sequence:
     ----------
     X : sequence of paths or PIL images, or ndarray
         A list, tuple, pandas Series or 1-D array of file paths or PIL images; a
-        ``uint8`` or float array of shape ``(n, h, w)`` or ``(n, h, w, c)`` with
-        ``c`` in {1, 3, 4}.
+        ``uint8``, ``uint16`` or float array of shape ``(n, h, w)`` or
+        ``(n, h, w, c)`` with ``c`` in {1, 3, 4}.
 
     Returns
     -------
@@ -217,6 +217,7 @@ def _check_pixel_array(X: np.ndarray) -> None:
         raise ValueError("Complex data not supported: image arrays must be real.")
     if X.dtype.kind not in "uif" or X.dtype == np.bool_:
         raise ValueError(f"An image array must have an integer or float dtype, got {X.dtype}.")
+    _check_integer_dtype(X.dtype, "X")
     if X.ndim not in (3, 4):
         raise ValueError(
             "An image array must have shape (n, h, w) or (n, h, w, c) with c in "
@@ -231,6 +232,16 @@ def _check_pixel_array(X: np.ndarray) -> None:
         raise ValueError(f"An image array must have non-empty images, got shape {X.shape}.")
     if X.dtype.kind == "f" and X.size and not np.isfinite(X).all():
         raise ValueError("Input X contains NaN or infinity; float images must lie in [0, 1].")
+
+
+def _check_integer_dtype(dtype: np.dtype, name: str) -> None:
+    # An int64 array of 0-255 values would otherwise be read as 16-bit and come out
+    # nearly black: the range of a user's integer array is not guessed.
+    if dtype.kind in "ui" and dtype not in (np.uint8, np.uint16):
+        raise ImageLoadError(
+            f"{name} has dtype {dtype}; integer images must be uint8 (0-255) or uint16 "
+            "(0-65535): cast it, e.g. X.astype(np.uint8), so that no pixel range is guessed."
+        )
 
 
 def load_image(item: Any, *, where: str = "") -> Image.Image:
@@ -269,6 +280,7 @@ def load_image(item: Any, *, where: str = "") -> Image.Image:
     if isinstance(item, Image.Image):
         return _to_rgb(item, name=where or "PIL image")
     if isinstance(item, np.ndarray):
+        _check_integer_dtype(item.dtype, where or "array")
         return _array_to_pil(item, name=where or "array")
     raise ImageLoadError(
         f"{where or 'An element of X'} is a {type(item).__name__}; expected a file "
@@ -282,7 +294,8 @@ def _load_file(path: str) -> Image.Image:
     if os.path.isdir(path):
         raise ImageLoadError(f"Expected an image file but {path!r} is a directory.")
     try:
-        with Image.open(path) as image:
+        with Image.open(path, formats=_open_formats()) as image:
+            _check_pixel_count(image, path)
             image.load()
             image = ImageOps.exif_transpose(image)
             return _to_rgb(image, name=path)
@@ -295,6 +308,27 @@ def _load_file(path: str) -> Image.Image:
         raise ImageLoadError(
             f"Cannot decode image file {path!r}: {type(exc).__name__}: {exc}"
         ) from exc
+
+
+def _open_formats() -> list[str]:
+    # Every format Pillow reads except EPS, whose loader runs Ghostscript, an external
+    # PostScript interpreter: a file named .png must never start another program.
+    Image.init()
+    return [name for name in Image.OPEN if name != "EPS"]
+
+
+def _check_pixel_count(image: Image.Image, path: str) -> None:
+    # Pillow only warns between MAX_IMAGE_PIXELS and twice that, then decodes anyway;
+    # a few such files in parallel workers exhaust memory, so refuse them by name.
+    limit = Image.MAX_IMAGE_PIXELS
+    width, height = image.size
+    if limit is not None and width * height > limit:
+        raise ImageLoadError(
+            f"Image file {path!r} has {width}x{height} = {width * height} pixels, more than "
+            f"PIL.Image.MAX_IMAGE_PIXELS ({limit}); refusing to decode a possible "
+            "decompression bomb. If the file is trusted, raise the limit "
+            "(PIL.Image.MAX_IMAGE_PIXELS = None turns the check off)."
+        )
 
 
 def _to_rgb(image: Image.Image, *, name: str) -> Image.Image:

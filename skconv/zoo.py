@@ -28,6 +28,7 @@ import io
 import os
 import pickle
 import socket
+import threading
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, Sequence
@@ -266,7 +267,10 @@ def _load_local_state_dict(path: str) -> dict:
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
-        return load_file(path)
+        try:
+            return load_file(path)
+        except Exception as exc:  # SafetensorError is neither OSError nor ValueError
+            raise ValueError(f"Cannot load weights from {path!r} (safetensors): {exc}") from exc
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -282,11 +286,21 @@ def _load_local_state_dict(path: str) -> dict:
 
 
 def _network_reachable(host: str) -> bool:
-    try:
-        with socket.create_connection((host, 443), timeout=_NETWORK_TIMEOUT_S):
-            return True
-    except OSError:
-        return False
+    # create_connection's timeout does not cover the DNS lookup, which a dead network can
+    # stall for half a minute: probe in a daemon thread and stop waiting after the timeout.
+    answer: list = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, 443), timeout=_NETWORK_TIMEOUT_S):
+                answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    thread = threading.Thread(target=probe, name="skconv-network-probe", daemon=True)
+    thread.start()
+    thread.join(2 * _NETWORK_TIMEOUT_S)  # the lookup and the connection, one timeout each
+    return bool(answer and answer[0])
 
 
 def _offline_message(what: str, wanted: str, looked: str, backbone: str) -> str:

@@ -222,7 +222,7 @@ class ConvFeatureTransformer(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        features : ndarray of shape (n_images, n_features_out_), dtype float32
+        features : ndarray of float32, shape ``(n_images, n_features_out_)``
             One row per image.
 
         Raises

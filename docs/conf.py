@@ -28,7 +28,6 @@ numpydoc_xref_param_type = False
 exclude_patterns = ["_build", "examples/*.py"]
 templates_path = ["_templates"]
 html_theme = "pydata_sphinx_theme"
-html_static_path = ["_static"]
 html_theme_options = {"navigation_with_keys": False, "show_prev_next": False}
 html_title = f"skconv {release}"
 suppress_warnings = ["autosummary.import_cycle"]

@@ -43,7 +43,7 @@ from scipy.ndimage import distance_transform_edt
 from skconv import ConvFeatureTransformer, __version__
 from skconv._io import atomic_write, write_json, write_text
 from skconv.datasets import load_image_folder
-from skconv.explain import _resized_size, heatmaps, overlay
+from skconv.explain import heatmaps, overlay
 from skconv.model_selection import train_val_test_split
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,12 +72,10 @@ def mask_of(path: str, masks: Path) -> np.ndarray:
 def crop_box(shape: tuple, preprocessing) -> tuple:
     """(top, bottom, left, right) of the network's center crop in original pixels."""
     height, width = shape
-    resized_w, resized_h = _resized_size(width, height, preprocessing)
-    s = preprocessing.image_size
-    left = round((resized_w - s) / 2.0)
-    top = round((resized_h - s) / 2.0)
+    resized_w, resized_h = preprocessing.resized_size(width, height)
+    left, top, right, bottom = preprocessing.crop_box(width, height)
     sx, sy = width / resized_w, height / resized_h
-    return top * sy, (top + s) * sy, left * sx, (left + s) * sx
+    return top * sy, bottom * sy, left * sx, right * sx
 
 
 # --------------------------------------------------------------------------- metrics

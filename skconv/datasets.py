@@ -13,7 +13,6 @@ import fnmatch
 import numbers
 import os
 import shutil
-import tempfile
 import uuid
 import warnings
 from pathlib import Path
@@ -23,6 +22,7 @@ from PIL import Image
 from scipy.special import expit
 from sklearn.utils import Bunch, check_random_state
 
+from ._io import atomic_write
 from .images import ImageLoadError, load_image
 from .model_selection import find_near_duplicates, split_report, train_val_test_split
 
@@ -296,18 +296,10 @@ def split_folders(
 
 
 def _write_csv_atomic(path: Path, rows: list[dict], fieldnames: list[str]) -> None:
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                                    suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=fieldnames)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.remove(tmp_name)
-        raise
+    with atomic_write(path, "w", overwrite=True, newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fieldnames)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 # --------------------------------------------------------------------------------------

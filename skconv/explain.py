@@ -524,16 +524,6 @@ def _target_codes(target, classes: np.ndarray, n: int):
     return np.array([index[v] for v in values], dtype=np.int64)
 
 
-def _resized_size(width: int, height: int, preprocessing: Preprocessing) -> tuple:
-    """Size after the resize of :class:`~skconv.images.Preprocessing` (shorter side)."""
-    size = preprocessing.resize_size
-    if min(width, height) == size:
-        return width, height
-    if width <= height:
-        return size, max(1, int(round(height * size / width)))
-    return max(1, int(round(width * size / height))), size
-
-
 def _sampling_matrix(n_out: int, n_resized: int, crop_start: int, crop: int,
                      n_grid: int) -> tuple:
     """Bilinear weights ``(n_out, n_grid)`` from a grid over the crop to original pixels.
@@ -556,10 +546,8 @@ def _sampling_matrix(n_out: int, n_resized: int, crop_start: int, crop: int,
 
 def _crop_origin(size: tuple, preprocessing: Preprocessing) -> tuple:
     """Resized frame ``(width, height)`` and the center crop's ``(left, top)`` in it."""
-    resized = _resized_size(*size, preprocessing)
-    crop = preprocessing.image_size
-    # As images._center_crop does.
-    return resized, (int(round((resized[0] - crop) / 2.0)), int(round((resized[1] - crop) / 2.0)))
+    left, top, _, _ = preprocessing.crop_box(*size)
+    return preprocessing.resized_size(*size), (left, top)
 
 
 def _to_original(grid: np.ndarray, size: tuple, preprocessing: Preprocessing,
@@ -620,12 +608,11 @@ def _add_shifted(explainer, pil: list, views: list, codes, shift: int) -> None:
     so every crop holds image pixels only; a crop that clipping makes a repeat is
     skipped. Every crop explains the class chosen on the center crop.
     """
-    from .images import _PIL_FILTERS, _pil_to_tensor, _resize_shorter_side
+    from .images import _pil_to_tensor
 
     prep = explainer.preprocessing
     crop = prep.image_size
-    resample = _PIL_FILTERS[prep.interpolation]
-    frames = [_resize_shorter_side(image, prep.resize_size, resample) for image in pil]
+    frames = [prep.resize(image) for image in pil]
     codes = np.asarray(codes)
     for dy in (-shift, 0, shift):
         for dx in (-shift, 0, shift):

@@ -329,18 +329,15 @@ class ConvFeatureTransformer(TransformerMixin, BaseEstimator):
     @staticmethod
     def _content_key(images, index: int) -> str:
         item = images[index]
-        digest = hashlib.sha256()
         if isinstance(item, (str, os.PathLike)):
             try:
-                with open(item, "rb") as handle:
-                    for chunk in iter(lambda: handle.read(1 << 20), b""):
-                        digest.update(chunk)
+                return zoo._sha256(os.fspath(item))
             except OSError:
                 return f"unreadable:{os.fspath(item)}"  # decoding will raise with the name
-        else:
-            array = np.asarray(item)
-            digest.update(str((array.shape, array.dtype.str, getattr(item, "mode", ""))).encode())
-            digest.update(np.ascontiguousarray(array).tobytes())
+        digest = hashlib.sha256()
+        array = np.asarray(item)
+        digest.update(str((array.shape, array.dtype.str, getattr(item, "mode", ""))).encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
         return digest.hexdigest()
 
     # ------------------------------------------------------------------ sklearn API

@@ -80,12 +80,50 @@ class Preprocessing:
         fields = {**self.__dict__, **changes}
         return Preprocessing(**fields)
 
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """``(width, height)`` of an image of that size after the shorter-side resize."""
+        size = self.resize_size
+        if min(width, height) == size:
+            return width, height
+        if width <= height:
+            return size, max(1, int(round(height * size / width)))
+        return max(1, int(round(width * size / height))), size
+
+    def crop_box(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """``(left, top, right, bottom)`` of the center crop in the resized frame.
+
+        Parameters
+        ----------
+        width, height : int
+            Size of the original image.
+
+        Returns
+        -------
+        box : tuple of int
+            The crop, in pixels of the image resized by :meth:`resized_size`.
+
+        Examples
+        --------
+        >>> from skconv.images import Preprocessing
+        >>> Preprocessing(image_size=224, crop_pct=0.875).crop_box(512, 256)
+        (144, 16, 368, 240)
+        """
+        resized_width, resized_height = self.resized_size(width, height)
+        left = int(round((resized_width - self.image_size) / 2.0))
+        top = int(round((resized_height - self.image_size) / 2.0))
+        return left, top, left + self.image_size, top + self.image_size
+
+    def resize(self, image: Image.Image) -> Image.Image:
+        """Resize an RGB PIL image so that its shorter side is :attr:`resize_size`."""
+        new_size = self.resized_size(*image.size)
+        if new_size == image.size:
+            return image
+        return image.resize(new_size, resample=_PIL_FILTERS[self.interpolation])
+
     def __call__(self, image: Image.Image) -> torch.Tensor:
         """Resize, crop and normalise one RGB PIL image into a ``(3, s, s)`` tensor."""
-        resample = _PIL_FILTERS[self.interpolation]
-        image = _resize_shorter_side(image, self.resize_size, resample)
-        image = _center_crop(image, self.image_size)
-        return self.normalize(_pil_to_tensor(image))
+        box = self.crop_box(*image.size)
+        return self.normalize(_pil_to_tensor(self.resize(image).crop(box)))
 
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
         """Normalise a float tensor in [0, 1], channels first (``(3, h, w)`` or batched)."""
@@ -101,24 +139,6 @@ _PIL_FILTERS = {
     "bicubic": Image.Resampling.BICUBIC,
     "lanczos": Image.Resampling.LANCZOS,
 }
-
-
-def _resize_shorter_side(image: Image.Image, size: int, resample) -> Image.Image:
-    width, height = image.size
-    if min(width, height) == size:
-        return image
-    if width <= height:
-        new_size = (size, max(1, int(round(height * size / width))))
-    else:
-        new_size = (max(1, int(round(width * size / height))), size)
-    return image.resize(new_size, resample=resample)
-
-
-def _center_crop(image: Image.Image, size: int) -> Image.Image:
-    width, height = image.size
-    left = int(round((width - size) / 2.0))
-    top = int(round((height - size) / 2.0))
-    return image.crop((left, top, left + size, top + size))
 
 
 def _pil_to_tensor(image: Image.Image) -> torch.Tensor:

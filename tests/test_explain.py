@@ -19,7 +19,7 @@ from sklearn.svm import LinearSVC
 
 from skconv import ConvFeatureTransformer, FineTuneClassifier
 from skconv.explain import _check_maps, _to_original, heatmaps, overlay
-from skconv.images import Preprocessing, _center_crop, _resize_shorter_side
+from skconv.images import Preprocessing
 
 # Random weights, small inputs: the maths, not ImageNet, is under test.
 TINY = dict(backbone="resnet18", weights=None, image_size=32)
@@ -246,7 +246,7 @@ def test_a_map_over_the_crop_lands_where_the_crop_came_from(size):
     width, height = size
     yy, xx = np.mgrid[:height, :width].astype(np.float32)
     ramp = Image.fromarray(xx + 2 * yy)  # mode "F"  # linear: resampling reproduces it
-    crop = _center_crop(_resize_shorter_side(ramp, prep.resize_size, Image.BILINEAR), 32)
+    crop = prep.resize(ramp).crop(prep.crop_box(*size))  # what the network is fed
     back, inside = _to_original(np.asarray(crop, dtype=np.float64), size, prep, "zero")
     assert back.shape == (height, width)
     rows, cols = np.nonzero(inside)

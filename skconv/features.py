@@ -16,7 +16,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from . import zoo
-from .images import ImageDataset, check_images
+from ._fold import fold_batch_norms
+from .images import check_images, load_batch
 from .pooling import POOLINGS, pool_features
 
 __all__ = ["ConvFeatureTransformer"]
@@ -179,6 +180,7 @@ class ConvFeatureTransformer(TransformerMixin, BaseEstimator):
         self.device_ = resolve_device(self.device)
         self.module_ = _prepare_module(loaded.module, self.device_)
         self._compiled = None
+        self._inference_net = None
         self.preprocessing_ = preprocessing
         self.backbone_ = loaded.identity
         self.stage_names_ = loaded.module.stage_names
@@ -256,25 +258,27 @@ class ConvFeatureTransformer(TransformerMixin, BaseEstimator):
         return out
 
     def _forward_all(self, images) -> np.ndarray:
-        dataset = ImageDataset(images, self.preprocessing_)
+        dataset = _Batches(images, self.preprocessing_, self.batch_size)
         if self.num_workers:
-            loader = torch.utils.data.DataLoader(
-                dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers
+            batches = iter(
+                torch.utils.data.DataLoader(
+                    dataset, batch_size=None, shuffle=False, num_workers=self.num_workers
+                )
             )
-            batches = (batch for batch, _ in loader)
         else:
-            batches = _prefetched_batches(dataset, self.batch_size)
+            batches = _prefetched(dataset)
         stages = self._stages()
         channels_last = self.device_.type in ("cpu", "cuda")
-        rows = np.empty((len(dataset), self.n_features_out_), dtype=np.float32)
-        progress = _progress(len(dataset), self.verbose, f"features ({self.backbone_['name']})")
+        rows = np.empty((len(images), self.n_features_out_), dtype=np.float32)
+        progress = _progress(len(images), self.verbose, f"features ({self.backbone_['name']})")
         start = 0
         try:
             with torch.inference_mode():
                 for batch in batches:
-                    batch = batch.to(self.device_)
-                    if channels_last:
-                        batch = batch.contiguous(memory_format=torch.channels_last)
+                    # load_batch gives channels-last memory; other devices get plain NCHW.
+                    batch = batch.to(self.device_, non_blocking=True)
+                    if not channels_last:
+                        batch = batch.contiguous()
                     feats = self._pooled(batch, stages)
                     if self.tta:
                         feats = 0.5 * (feats + self._pooled(torch.flip(batch, dims=[3]), stages))
@@ -286,9 +290,26 @@ class ConvFeatureTransformer(TransformerMixin, BaseEstimator):
             progress.close()  # a bar left open would redraw over the error message
         return rows
 
+    def _inference_module(self) -> torch.nn.Module:
+        """``module_`` with its batch norms folded into the convolutions, built once.
+
+        ``module_`` itself stays as loaded: it is what is pickled and what
+        :mod:`skconv.explain` differentiates through.
+        """
+        if getattr(self, "_inference_net", None) is None:
+            size = self.preprocessing_.image_size
+            example = torch.randn(
+                2, 3, size, size, generator=torch.Generator().manual_seed(0)
+            ).to(self.device_)
+            if self.device_.type in ("cpu", "cuda"):
+                example = example.contiguous(memory_format=torch.channels_last)
+            self._inference_net, _ = fold_batch_norms(self.module_, example, self._stages())
+        return self._inference_net
+
     def _pooled(self, batch: torch.Tensor, stages: list[str]) -> torch.Tensor:
+        net = self._inference_module()
         if not self.compile:
-            return self._pool_maps(self.module_(batch, stages))
+            return self._pool_maps(net(batch, stages))
         if getattr(self, "_compiled", None) is None:
             self._compiled = torch.compile(self._forward_pooled, dynamic=False)
         # A fixed batch shape compiles once: pad the last, shorter batch.
@@ -299,7 +320,7 @@ class ConvFeatureTransformer(TransformerMixin, BaseEstimator):
         return self._compiled(batch, tuple(stages))[:n]
 
     def _forward_pooled(self, batch: torch.Tensor, stages: tuple) -> torch.Tensor:
-        return self._pool_maps(self.module_(batch, list(stages)))
+        return self._pool_maps(self._inference_net(batch, list(stages)))
 
     def _pool_maps(self, maps) -> torch.Tensor:
         return torch.cat([pool_features(m, self.pooling) for m in maps], dim=1)
@@ -379,6 +400,7 @@ class ConvFeatureTransformer(TransformerMixin, BaseEstimator):
         # network, an empty cache, or no GPU.
         state = self.__dict__.copy()
         state.pop("_compiled", None)  # compiled code is per process; rebuilt on demand
+        state.pop("_inference_net", None)  # derived from module_; rebuilt on demand
         module = state.pop("module_", None)
         if module is not None:
             # NumPy arrays, not tensors: skops.io can store arrays (and joblib maps them).
@@ -412,24 +434,37 @@ def _prepare_module(module: torch.nn.Module, device: torch.device) -> torch.nn.M
     return module
 
 
-def _prefetched_batches(dataset, batch_size: int):
-    """Yield stacked batches, decoding the next one in a thread while this one computes.
+class _Batches(torch.utils.data.Dataset):
+    """Batch ``i`` of the images, decoded and normalised: one item per forward pass."""
 
-    Pillow releases the GIL while it decodes and resizes, so one thread hides most of
-    the decoding behind the forward pass without the start-up cost of worker processes.
+    def __init__(self, images, preprocessing, batch_size: int):
+        self.images = images
+        self.preprocessing = preprocessing
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return -(-len(self.images) // self.batch_size)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        start = i * self.batch_size
+        stop = min(start + self.batch_size, len(self.images))
+        return load_batch(self.images, range(start, stop), self.preprocessing)
+
+
+def _prefetched(batches: _Batches):
+    """Yield the batches, decoding the next one in a thread while this one computes.
+
+    Pillow and NumPy release the GIL while they decode, resize and convert, so one
+    thread hides most of the decoding behind the forward pass without the start-up
+    cost of worker processes.
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    def load(start: int) -> torch.Tensor:
-        stop = min(start + batch_size, len(dataset))
-        return torch.stack([dataset[i][0] for i in range(start, stop)])
-
-    starts = list(range(0, len(dataset), batch_size))
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="skconv-decode") as pool:
-        pending = pool.submit(load, starts[0])
-        for start in starts[1:]:
+        pending = pool.submit(batches.__getitem__, 0)
+        for i in range(1, len(batches)):
             batch = pending.result()
-            pending = pool.submit(load, start)
+            pending = pool.submit(batches.__getitem__, i)
             yield batch
         yield pending.result()
 

@@ -187,7 +187,9 @@ def test_lite0_features_equal_timm_pooled_features(busi_small):
     batch = torch.stack([t.preprocessing_(load_image(p)) for p in paths])
     with torch.inference_mode():
         expected = reference(batch).numpy()
-    np.testing.assert_allclose(t.transform(paths), expected, atol=1e-5, rtol=0)
+    # Batch norms are folded into the convolutions for inference: float32 rounding
+    # differs (measured up to 1.1e-5 on features of magnitude up to ~6).
+    np.testing.assert_allclose(t.transform(paths), expected, atol=5e-5, rtol=0)
 
 
 FRESH_PROCESS = textwrap.dedent(

@@ -53,6 +53,8 @@ CONFIGS = {
     "lite2_avg_tta": dict(backbone="efficientnet_lite2", tta=True),
     "squeezenet_avg": dict(backbone="squeezenet1_1_caffe"),
 }
+# Concatenations of the configurations above: several backbones' views of one image.
+STACKED = {"lite0+lite1+lite2_avg": ["lite0_avg", "lite1_avg", "lite2_avg"]}
 METRICS = ["accuracy", "balanced_accuracy", "f1_macro", "roc_auc_ovr_macro", "malignant_recall"]
 
 
@@ -86,6 +88,8 @@ def feature_bank(paths):
         bank[name] = transformer.fit(paths).transform(paths)
         seconds[name] = time.perf_counter() - start
         print(f"features {name}: {bank[name].shape} in {seconds[name]:.0f} s", flush=True)
+    for name, parts in STACKED.items():
+        bank[name] = np.hstack([bank[part] for part in parts])
     return bank, seconds
 
 
@@ -112,13 +116,13 @@ def tuned_search(bank, grouped: bool, seed: int):
     )
     grid = [
         {
-            "features__config": list(CONFIGS),
+            "features__config": [*CONFIGS, *STACKED],
             "scale": [StandardScaler()],
             "head": [LogisticRegression(max_iter=2000)],
             "head__C": [0.01, 0.1],
         },
         {
-            "features__config": list(CONFIGS),
+            "features__config": [*CONFIGS, *STACKED],
             "scale": [StandardScaler()],
             "head": [CalibratedClassifierCV(SVC(random_state=seed), ensemble=False)],
             "head__estimator__C": [1.0, 10.0],
@@ -254,8 +258,8 @@ def write_markdown(args, runs, table, dup_info, bank_seconds, best_key):
     names = {
         "1_naive": "1 naive: Lite0 avg features + `LogisticRegression()`",
         "2_skconv_defaults": "2 skconv defaults: `ConvFeatureTransformer()` + LR(max_iter=2000)",
-        "3_tuned_features": "3 tuned features (GridSearchCV: backbone, pooling, layers, tta, "
-        "head, C)",
+        "3_tuned_features": "3 tuned features (GridSearchCV: backbone or a Lite0+1+2 "
+        "concatenation, pooling, layers, tta, head, C)",
         "4_finetune": "4 `FineTuneClassifier()` defaults",
         "5_ensemble_3+4": "5 ensemble: mean probability of 3 and 4",
     }

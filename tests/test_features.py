@@ -291,3 +291,33 @@ def test_prefetching_decodes_every_batch_in_order(tmp_path, rng):
     together = t.transform(paths)
     one_by_one = np.vstack([t.transform([p]) for p in paths])
     np.testing.assert_allclose(together, one_by_one, rtol=1e-5, atol=1e-6)
+
+
+def test_cpu_forward_runs_in_small_chunks_with_the_same_features(images, monkeypatch):
+    t = ConvFeatureTransformer(**{**SMALL, "batch_size": 32}).fit(images)
+    assert t._chunk_size() == min(32, max(4, 2 * torch.get_num_threads()))
+    sizes = []
+    net = t._inference_module()
+
+    def counting(x, stages):
+        sizes.append(len(x))
+        return net(x, stages)
+
+    monkeypatch.setattr(t, "_inference_net", counting)
+    chunked = t.transform(np.concatenate([images] * 3))  # 18 images, one decoding step
+    assert max(sizes) == t._chunk_size() and sum(sizes) == 18
+    whole = t.set_params(batch_size=2).transform(np.concatenate([images] * 3))
+    np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
+
+
+def test_background_decoding_for_accelerators_yields_every_batch_in_order(images):
+    # The path a GPU takes (decoding the next batch while the current one computes),
+    # run here on the CPU.
+    from skconv.features import _Batches, _prefetched
+    from skconv.images import Preprocessing
+
+    batches = _Batches(images, Preprocessing(image_size=16), batch_size=4)
+    got = list(_prefetched(batches))
+    assert [len(b) for b in got] == [4, 2]
+    for i, batch in enumerate(got):
+        assert torch.equal(batch, batches[i])

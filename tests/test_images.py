@@ -13,6 +13,7 @@ from skconv.images import (
     ImageLoadError,
     Preprocessing,
     check_images,
+    load_batch,
     load_image,
     n_images,
 )
@@ -117,3 +118,46 @@ def test_preprocessing_resize_crop_normalise():
     out = p(Image.new("RGB", (100, 200), (255, 255, 255)))
     assert out.shape == (3, 32, 32)
     torch.testing.assert_close(out, torch.ones(3, 32, 32))
+
+
+def test_load_batch_gives_exactly_the_pixels_of_the_per_image_path(tmp_path):
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (37, 50), dtype=np.uint8)
+    rgb = rng.integers(0, 256, (41, 33, 3), dtype=np.uint8)
+    Image.fromarray(gray).save(tmp_path / "gray.png")
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    Image.fromarray(np.dstack([rgb, rgb[..., :1]])).save(tmp_path / "rgba.png")
+    deep = (rng.integers(0, 65536, (30, 30))).astype(np.uint16)
+    X = [
+        str(tmp_path / "gray.png"),
+        str(tmp_path / "rgb.png"),
+        str(tmp_path / "rgba.png"),
+        Image.fromarray(gray),
+        deep,
+        rng.random((20, 25, 3)),
+    ]
+    # ImageNet statistics: a different mean and std per channel.
+    prep = Preprocessing(image_size=24, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    batch = load_batch(X, range(len(X)), prep)
+    expected = torch.stack([prep(load_image(x)) for x in X])
+    assert batch.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(batch, expected)
+    assert torch.equal(load_batch(X, [4, 1], prep), expected[[4, 1]])
+
+
+def test_load_batch_names_the_file_that_fails(tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png")
+    with pytest.raises(ImageLoadError, match="broken.png"):
+        load_batch([str(bad)], [0], Preprocessing(image_size=16))
+
+
+def test_load_batch_fills_a_given_buffer_and_checks_it():
+    X = np.random.default_rng(0).integers(0, 256, (3, 20, 20), dtype=np.uint8)
+    prep = Preprocessing(image_size=16)
+    buffer = np.full((2, 16, 16, 3), np.nan, dtype=np.float32)
+    batch = load_batch(X, [2, 0], prep, out=buffer)
+    assert np.shares_memory(batch.numpy(), buffer)
+    assert torch.equal(batch, load_batch(X, [2, 0], prep, n_threads=2))
+    with pytest.raises(ValueError, match=r"shape \(3, 16, 16, 3\), got float32 \(2, 16, 16, 3\)"):
+        load_batch(X, [0, 1, 2], prep, out=buffer)

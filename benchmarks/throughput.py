@@ -94,12 +94,15 @@ def raw_forward(paths, transformer, fold=True):
         )
 
     def run():
-        with torch.inference_mode():
-            for batch in batches:
-                if fold:
+        folded = transformer._inference_module()
+        if not fold:  # the same path, with the network as loaded
+            transformer._inference_net = transformer.module_
+        try:
+            with torch.inference_mode():
+                for batch in batches:
                     transformer._pooled(batch, ["final"]).numpy()
-                else:
-                    transformer._pool_maps(transformer.module_(batch, ["final"])).numpy()
+        finally:
+            transformer._inference_net = folded
 
     return run
 
@@ -166,6 +169,23 @@ def bench_backbone(backbone, paths, with_fast):
     return result
 
 
+def forward_batch_sweep(backbone, sizes=(4, 8, 16, 32, 64), n=64):
+    """Images/s (best of REPEATS) of the folded network alone, by images per forward pass."""
+    transformer = ConvFeatureTransformer(backbone=backbone).fit(np.zeros((1, 8, 8), np.uint8))
+    side = transformer.preprocessing_.image_size
+    x = torch.randn(n, 3, side, side).contiguous(memory_format=torch.channels_last)
+    net = transformer._inference_module()
+    times: dict = {}
+    with torch.inference_mode():
+        net(x[:4], ["final"])  # warm-up
+        for _ in range(REPEATS):
+            for size in sizes:
+                times.setdefault(size, []).append(
+                    timed(lambda s=size: [net(x[i : i + s], ["final"]) for i in range(0, n, s)])
+                )
+    return {str(size): n / min(t) for size, t in times.items()}
+
+
 def main():
     data = load_image_folder(BUSI)
     order = np.random.default_rng(0).permutation(len(data.paths))
@@ -187,6 +207,10 @@ def main():
     for backbone, with_fast in plan:
         results["backbones"][backbone] = bench_backbone(backbone, paths, with_fast)
         print(backbone, json.dumps(results["backbones"][backbone]["ratios"]), flush=True)
+    results["forward_batch_sweep"] = {
+        backbone: forward_batch_sweep(backbone) for backbone, _ in plan
+    }
+    print("forward batch sizes", json.dumps(results["forward_batch_sweep"]), flush=True)
     small, big = (100, 1000) if QUICK else (500, 5000)
     many = np.resize(data.paths, big)  # BUSI has 780 images: cycle through them
     tmp = str(OUT / ".rss_paths.npy")
@@ -239,6 +263,19 @@ def write_markdown(results, small, big):
         "",
         "Targets: (c)/(a) >= 1.5, (c)/(b) >= 0.9, (d)/(a) >= 2.2.",
         "",
+        "Forward pass alone (folded network, channels-last, 64 random images), images/s by "
+        f"images per forward pass, best of {results['repeats']}; on a CPU skconv runs "
+        f"chunks of max(4, 2 x torch threads) = {max(4, 2 * results['torch_threads'])} "
+        "images whatever `batch_size`:",
+        "",
+        "| backbone | " + " | ".join(next(iter(results["forward_batch_sweep"].values())))
+        + " |",
+        "|---|" + "---|" * len(next(iter(results["forward_batch_sweep"].values()))),
+        *(
+            f"| {name} | " + " | ".join(f"{v:.1f}" for v in sweep.values()) + " |"
+            for name, sweep in results["forward_batch_sweep"].items()
+        ),
+        "",
         f"Peak RSS of `ConvFeatureTransformer().fit(paths).transform(paths)` in a fresh process: "
         f"{rss[str(small)]:.0f} MiB for {small} paths, {rss[str(big)]:.0f} MiB for {big} paths "
         f"(ratio {rss[str(big)] / rss[str(small)]:.2f}; target <= 1.2).",
@@ -246,8 +283,10 @@ def write_markdown(results, small, big):
         "(a) decodes with PIL, applies timm's eval transform and runs the same network in NCHW "
         "under `no_grad`; (b) runs skconv's network set-up (channels_last, inference_mode, batch "
         "norms folded into the convolutions) on tensors decoded before timing, and once more "
-        "without the folding; (c) and (d) are end to end from the files, decoding in a "
-        "background thread while the network computes.",
+        "without the folding; (c) and (d) are end to end from the files (on this CPU each step "
+        "decodes with 2 threads, then computes). (a) runs batches of 32 images; (b), (c) "
+        "and (d) use skconv's default `batch_size=32` (images decoded per step), which on a CPU "
+        "the network takes in the chunks above.",
     ]
     (OUT / "throughput.md").write_text("\n".join(lines) + "\n")
 

@@ -265,7 +265,7 @@ def write_markdown(results, small, big):
         "",
         "Forward pass alone (folded network, channels-last, 64 random images), images/s by "
         f"images per forward pass, best of {results['repeats']}; on a CPU skconv runs "
-        f"chunks of max(4, 2 x torch threads) = {max(4, 2 * results['torch_threads'])} "
+        f"chunks of max(8, 4 x torch threads) = {max(8, 4 * results['torch_threads'])} "
         "images whatever `batch_size`:",
         "",
         "| backbone | " + " | ".join(next(iter(results["forward_batch_sweep"].values())))

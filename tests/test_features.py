@@ -295,7 +295,7 @@ def test_prefetching_decodes_every_batch_in_order(tmp_path, rng):
 
 def test_cpu_forward_runs_in_small_chunks_with_the_same_features(images, monkeypatch):
     t = ConvFeatureTransformer(**{**SMALL, "batch_size": 32}).fit(images)
-    assert t._chunk_size() == min(32, max(4, 2 * torch.get_num_threads()))
+    assert t._chunk_size() == min(32, max(8, 4 * torch.get_num_threads()))
     sizes = []
     net = t._inference_module()
 

@@ -340,7 +340,7 @@ DISCUSSION = [
     "method**: 79.8 accuracy (+3.4 over naive) and macro AUC 91.7; per split it beat the "
     "naive baseline 3 times, tied once and lost once.",
     "- **Tuning the feature pipeline helped little** (76.9 vs 76.4, AUC 89.0 vs 89.9). The "
-    "grid picked the Lite0+Lite1+Lite2 concatenation in 6 of 10 splits and the packaged "
+    "grid picked the Lite0+Lite1+Lite2 concatenation in 5 of 10 splits and the packaged "
     "SqueezeNet in 3; its duplicate-aware test accuracy ranged from 71.8 to 83.8. Three-fold "
     "grouped CV on about 660 images ranks 44 candidates by differences smaller than its own "
     "noise. The skconv defaults with a converged head (method 2) equal the naive baseline, "

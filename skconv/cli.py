@@ -666,6 +666,16 @@ def _expand_images(items: Sequence[str]) -> list[str]:
     return files
 
 
+def _model_file(model: str) -> Path:
+    """MODEL as given: a model file, or a ``skconv fit`` output folder holding model.joblib."""
+    path = Path(model)
+    if path.is_dir():
+        path = path / "model.joblib"
+    if not path.is_file():
+        raise UsageError(f"MODEL {os.fspath(path)!r} does not exist.")
+    return path
+
+
 def _load_model(path: Path):
     import joblib
 
@@ -682,11 +692,7 @@ def _load_model(path: Path):
 def _cmd_predict(args) -> int:
     from .report import predict_with_proba, text_table
 
-    model_path = Path(args.model)
-    if model_path.is_dir():
-        model_path = model_path / "model.joblib"
-    if not model_path.is_file():
-        raise UsageError(f"MODEL {os.fspath(model_path)!r} does not exist.")
+    model_path = _model_file(args.model)
     files = _expand_images(args.images)
     csv_path = Path(args.csv) if args.csv else None
     if csv_path is not None:
@@ -742,11 +748,7 @@ def _cmd_explain(args) -> int:
     from .explain import _explainer, heatmaps, overlay
     from .report import text_table
 
-    model_path = Path(args.model)
-    if model_path.is_dir():
-        model_path = model_path / "model.joblib"
-    if not model_path.is_file():
-        raise UsageError(f"MODEL {os.fspath(model_path)!r} does not exist.")
+    model_path = _model_file(args.model)
     if args.colormap not in matplotlib.colormaps:
         raise UsageError(f"--colormap {args.colormap!r} is not a matplotlib colormap; try "
                          "jet, inferno or viridis.")

@@ -29,6 +29,21 @@ def busi_paths(n_per_class: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(paths), np.asarray(labels)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's tests (use with ``pytestmark``).
+
+    Tiny networks gain nothing from threads, and on a busy machine a starved thread
+    stalls every parallel op: one thread is faster and steadier there.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 needs_busi = pytest.mark.skipif(not (BUSI / "benign").is_dir(), reason=f"BUSI not found at {BUSI}")
 
 

@@ -30,12 +30,7 @@ from skconv.zoo import load_backbone
 BACKBONE = dict(backbone="mobilenet_v3_small", weights=None, image_size=32)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()  # tiny networks: one thread is faster when busy
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Payload:

@@ -30,7 +30,10 @@ from skconv.datasets import load_image_folder, make_ultrasound, split_folders
 from skconv.images import ImageLoadError, Preprocessing, load_image
 from skconv.model_selection import train_val_test_split
 
-pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning"),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 # Random-weight MobileNet-V3-Small on 32 px: builds in a fraction of a second.
 BACKBONE = dict(backbone="mobilenet_v3_small", weights=None, image_size=32)
@@ -38,16 +41,6 @@ FINETUNE = dict(
     **BACKBONE, batch_size=4, max_epochs=1, train_split=None, patience=None, random_state=0
 )
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny networks gain nothing from threads, and on a busy machine a starved thread
-    # stalls every parallel op: one thread is faster and steadier here.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def pipeline() -> Pipeline:

@@ -282,7 +282,8 @@ class ConvFeatureTransformer(TransformerMixin, BaseEstimator):
             self.batch_size,
             # On a CPU the network's threads use every core: decoding alongside them
             # (measured) slows both, so each step decodes with all cores, then computes.
-            n_threads=torch.get_num_threads() if on_cpu else 1,
+            # Worker processes already decode in parallel: one thread each.
+            n_threads=torch.get_num_threads() if on_cpu and not self.num_workers else 1,
             reuse=on_cpu and not self.num_workers,
         )
         if self.num_workers:

@@ -14,6 +14,8 @@ Writes benchmarks/results/throughput.md and .json.
     uses, i.e. (c) without the network. (c) runs (e) then (b) step after step, so
     1 / (1/b + 1/e) is the most (c) can reach on this machine, and e / (b + e) the ceiling of
     (c)/(b).
+(c') the ablation of a design choice: (c) with the next batch decoded by a background thread
+    while the network computes (what skconv does with a GPU) instead of decode-then-compute.
 (b) and (c) run back to back in every repetition; besides the ratio of their best runs, the
 median of the per-repetition ratios is reported, which the VM's speed drifts affect less.
 Peak RSS of transforming 500 vs 5,000 paths is measured in fresh subprocesses.
@@ -42,6 +44,7 @@ from timm.data import create_transform, resolve_data_config
 
 from skconv import ConvFeatureTransformer
 from skconv.datasets import load_image_folder
+from skconv.features import _Batches, _prefetched
 from skconv.images import load_batch, load_image
 from skconv.zoo import load_backbone
 
@@ -127,6 +130,65 @@ def decode_only(paths, transformer):
     return run
 
 
+def overlapped(paths, transformer):
+    """(c') skconv's GPU schedule on this CPU: decode batch i+1 while batch i computes."""
+    dataset = _Batches(paths, transformer.preprocessing_, BATCH, n_threads=1)
+
+    def run():
+        with torch.inference_mode():
+            for batch in _prefetched(dataset):
+                transformer._pooled(batch, ["final"]).numpy()
+
+    return run
+
+
+def png_decoders(paths):
+    """ms per file on one thread, from bytes in memory: Pillow (skconv's decoder) against
+    torchvision's libpng decoder, and what the PNGs hold (share of rows by PNG filter type)."""
+    import io
+    import zlib
+
+    from torchvision.io import ImageReadMode, decode_png
+
+    blobs = [Path(f).read_bytes() for f in paths]
+    datas = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runs = {
+            "pillow": lambda: [Image.open(io.BytesIO(b)).load() for b in blobs],
+            "torchvision_decode_png": lambda: [
+                decode_png(d, ImageReadMode.UNCHANGED) for d in datas
+            ],
+        }
+        times: dict = {}
+        for _ in range(REPEATS):
+            for name, run in runs.items():
+                times.setdefault(name, []).append(timed(run))
+    finally:
+        torch.set_num_threads(threads)
+    filters = np.zeros(5)
+    for blob in blobs:  # IHDR, then IDAT chunks; rows start with their filter type byte
+        width, height = int.from_bytes(blob[16:20], "big"), int.from_bytes(blob[20:24], "big")
+        depth, color = blob[24], blob[25]
+        channels = {0: 1, 2: 3, 4: 2, 6: 4}.get(color, 1)
+        pos, idat = 8, b""
+        while pos < len(blob):
+            length = int.from_bytes(blob[pos : pos + 4], "big")
+            if blob[pos + 4 : pos + 8] == b"IDAT":
+                idat += blob[pos + 8 : pos + 8 + length]
+            pos += 12 + length
+        stride = 1 + width * channels * depth // 8
+        rows = np.frombuffer(zlib.decompress(idat), np.uint8)[::stride][:height]
+        filters += np.bincount(rows, minlength=5)[:5]
+    return {
+        "ms_per_file": {k: 1e3 * min(t) / len(paths) for k, t in times.items()},
+        "filter_share": dict(
+            zip(["none", "sub", "up", "average", "paeth"], (filters / filters.sum()).tolist())
+        ),
+    }
+
+
 # VmHWM, not getrusage's ru_maxrss: a child started by (v)fork + exec inherits the parent's
 # maximum in ru_maxrss, which would report this benchmark's own peak, not the child's.
 RSS_CHILD = """
@@ -159,6 +221,7 @@ def bench_backbone(backbone, paths, with_fast):
         "a_plain": plain_loop(paths, backbone),
         "b_raw_forward_unfolded": raw_forward(paths, default, fold=False),
         "e_decode_only": decode_only(paths, default),
+        "c_overlapped": overlapped(paths, default),
         "b_raw_forward": raw_forward(paths, default),
         "c_skconv_default": lambda: default.transform(paths),  # right after (b): paired
     }
@@ -209,10 +272,20 @@ def forward_batch_sweep(backbone, sizes=(4, 8, 16, 32, 64), n=64):
         net(x[:4], ["final"])  # warm-up
         for _ in range(REPEATS):
             for size in sizes:
-                times.setdefault(size, []).append(
+                times.setdefault(str(size), []).append(
                     timed(lambda s=size: [net(x[i : i + s], ["final"]) for i in range(0, n, s)])
                 )
-    return {str(size): n / min(t) for size, t in times.items()}
+            # The same chunks on one thread: how fully the network's threads use the cores,
+            # i.e. whether idle core time is left for decoding to hide in.
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                times.setdefault("8, 1 thread", []).append(
+                    timed(lambda: [net(x[i : i + 8], ["final"]) for i in range(0, n, 8)])
+                )
+            finally:
+                torch.set_num_threads(threads)
+    return {key: n / min(t) for key, t in times.items()}
 
 
 def main():
@@ -239,6 +312,8 @@ def main():
     results["forward_batch_sweep"] = {
         backbone: forward_batch_sweep(backbone) for backbone, _ in plan
     }
+    results["png_decoders"] = png_decoders(paths)
+    print("png decoders", json.dumps(results["png_decoders"]), flush=True)
     print("forward batch sizes", json.dumps(results["forward_batch_sweep"]), flush=True)
     small, big = (100, 1000) if QUICK else (500, 5000)
     many = np.resize(data.paths, big)  # BUSI has 780 images: cycle through them
@@ -269,8 +344,9 @@ def write_markdown(results, small, big):
         f"{results['load_average_before_after'][1]:.2f}.",
         "",
         "| backbone | (a) plain loop | (b) raw forward | (b) without BN folding "
-        "| (c) skconv default | (d) skconv compile | compile s | (e) decoding alone |",
-        "|---|---|---|---|---|---|---|---|",
+        "| (c) skconv default | (c') decoding overlapped | (d) skconv compile | compile s "
+        "| (e) decoding alone |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results["backbones"].items():
 
@@ -284,7 +360,8 @@ def write_markdown(results, small, big):
         lines.append(
             f"| {name} | {cell('a_plain')} | {cell('b_raw_forward')} "
             f"| {cell('b_raw_forward_unfolded')} | {cell('c_skconv_default')} "
-            f"| {cell('d_skconv_compile')} | {compile_s} | {cell('e_decode_only')} |"
+            f"| {cell('c_overlapped')} | {cell('d_skconv_compile')} | {compile_s} "
+            f"| {cell('e_decode_only')} |"
         )
     lines += [
         "",
@@ -304,14 +381,24 @@ def write_markdown(results, small, big):
             f"| {ratios['c/b_paired_median']:.2f} | {ratios['c/b_ceiling']:.2f} |"
         )
     rss = results["peak_rss_mib"]
+    png = results["png_decoders"]
     lines += [
+        "",
+        f"Decoding one of these PNGs on one thread, from bytes in memory: Pillow (what skconv "
+        "uses) "
+        f"{png['ms_per_file']['pillow']:.2f} ms, torchvision's `decode_png` (libpng) "
+        f"{png['ms_per_file']['torchvision_decode_png']:.2f} ms (best of {results['repeats']}). "
+        "Rows by PNG filter type: "
+        + ", ".join(f"{k} {v:.0%}" for k, v in png["filter_share"].items())
+        + ".",
         "",
         "Targets: (c)/(a) >= 1.5, (c)/(b) >= 0.9, (d)/(a) >= 2.2.",
         "",
         "Forward pass alone (folded network, channels-last, 64 random images), images/s by "
         f"images per forward pass, best of {results['repeats']}; on a CPU skconv runs "
         f"chunks of max(8, 4 x torch threads) = {max(8, 4 * results['torch_threads'])} "
-        "images whatever `batch_size`:",
+        "images whatever `batch_size`; the last column runs chunks of 8 on one thread "
+        f"instead of {results['torch_threads']}:",
         "",
         "| backbone | " + " | ".join(next(iter(results["forward_batch_sweep"].values())))
         + " |",
@@ -330,8 +417,9 @@ def write_markdown(results, small, big):
         "under `no_grad`; (b) runs skconv's network set-up (channels_last, inference_mode, batch "
         "norms folded into the convolutions) on tensors decoded before timing, and once more "
         "without the folding; (c) and (d) are end to end from the files (on this CPU each step "
-        f"decodes with {results['torch_threads']} threads, then computes); (e) is that "
-        "decoding alone. (a) runs batches of 32 images; (b), (c) "
+        f"decodes with {results['torch_threads']} threads, then computes); (c') decodes the "
+        "next batch in one background thread while the network computes, as skconv does with "
+        "a GPU; (e) is (c)'s decoding alone. (a) runs batches of 32 images; (b), (c) "
         "and (d) use skconv's default `batch_size=32` (images decoded per step), which on a CPU "
         "the network takes in the chunks above.",
     ]

@@ -68,7 +68,10 @@ def heatmaps(
     the unpooled last-stage feature map ``F``, the head's weights for the class
     applied to ``F``, ``sum_c w_c (F_c - m_c) / s_c`` with a StandardScaler's mean
     ``m`` and scale ``s`` folded in (0 and 1 without one). With ``pooling="avg"`` its
-    average plus the head's intercept equals the head's decision function exactly.
+    average plus the head's intercept equals the head's decision function exactly,
+    except for JPEG files large enough for the transformer's ``jpeg_draft`` reduction:
+    maps are computed from the full-size decode, whose pixels line up with the
+    original, so there the two differ by that reduction's small change of features.
     A binary head has one row of weights, for the second class; the first class's
     map is its negative.
     Other poolings (``"max"``, ``"gem"``, ``"avgmax"``) are explained by Grad-CAM

@@ -161,3 +161,39 @@ def test_load_batch_fills_a_given_buffer_and_checks_it():
     assert torch.equal(batch, load_batch(X, [2, 0], prep, n_threads=2))
     with pytest.raises(ValueError, match=r"shape \(3, 16, 16, 3\), got float32 \(2, 16, 16, 3\)"):
         load_batch(X, [0, 1, 2], prep, out=buffer)
+
+
+def _photo(height: int, width: int) -> np.ndarray:
+    """A smooth RGB scene with some texture, like a photo rather than noise."""
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    texture = np.random.default_rng(0).normal(0, 6, (height, width))
+    channels = [120 + 100 * np.sin(6 * x + c) * np.cos(4 * y) + texture for c in range(3)]
+    return np.clip(np.dstack(channels), 0, 255).astype(np.uint8)
+
+
+def test_min_side_decodes_a_large_jpeg_at_a_reduced_scale_only(tmp_path):
+    photo = _photo(800, 1000)
+    Image.fromarray(photo).save(tmp_path / "photo.jpg", quality=90)
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    jpeg, png = str(tmp_path / "photo.jpg"), str(tmp_path / "photo.png")
+    # 800 // 200 = 4 is the largest of libjpeg's scales (1, 2, 4, 8) keeping both sides >= 200.
+    assert load_image(jpeg, min_side=200).size == (250, 200)
+    assert load_image(jpeg, min_side=500).size == (1000, 800)  # 1/2 would give 400 < 500
+    assert load_image(jpeg).size == (1000, 800)
+    assert load_image(png, min_side=200).size == (1000, 800)
+
+
+def test_load_batch_jpeg_draft_stays_within_a_gray_level_of_full_decoding(tmp_path):
+    paths = []
+    for i, (height, width) in enumerate([(900, 1200), (1200, 700), (120, 90)]):
+        paths.append(str(tmp_path / f"{i}.jpg"))
+        Image.fromarray(_photo(height, width)).save(paths[-1], quality=90)
+    prep = Preprocessing(image_size=64, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    full = load_batch(paths, range(3), prep)
+    draft = load_batch(paths, range(3), prep, jpeg_draft=True)
+    levels = (draft - full).abs() * torch.tensor(prep.std).view(1, 3, 1, 1) * 255
+    assert levels[:2].mean() < 1.0  # both decoded at 1/4 of their size (measured: 0.19)
+    assert levels[:2].max() > 0  # the reduced decode did happen
+    assert torch.equal(draft[2], full[2])  # too small to reduce: the same pixels
+    expected = torch.stack([prep(load_image(p, min_side=2 * prep.resize_size)) for p in paths])
+    assert torch.equal(draft, expected)

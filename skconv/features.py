@@ -464,6 +464,8 @@ class ConvFeatureTransformer(TransformerMixin, BaseEstimator):
 
     def __setstate__(self, state):
         module_state = state.pop("_module_state", None)
+        # Saved before jpeg_draft existed: keep decoding as the head was trained, at full size.
+        state.setdefault("jpeg_draft", False)
         self.__dict__.update(state)
         if module_state is not None:
             # Rebuild the architecture with random weights (no download), then load ours.

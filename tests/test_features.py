@@ -157,6 +157,16 @@ def test_feature_cache_skips_forward_passes(tmp_path, images):
     assert full.n_forward_passes_ == 1  # nor does decoding JPEGs at full size
 
 
+def test_models_saved_before_jpeg_draft_keep_full_size_decoding(images):
+    t = ConvFeatureTransformer(**SMALL).fit(images)
+    state = t.__getstate__()
+    del state["jpeg_draft"]  # as pickled by a version without the parameter
+    old = ConvFeatureTransformer.__new__(ConvFeatureTransformer)
+    old.__setstate__(state)
+    assert old.get_params()["jpeg_draft"] is False
+    np.testing.assert_allclose(old.transform(images), t.transform(images), rtol=1e-5, atol=1e-6)
+
+
 def test_jpeg_draft_features_stay_close_to_full_size_decoding(tmp_path):
     rng = np.random.default_rng(0)
     paths = []

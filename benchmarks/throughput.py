@@ -45,7 +45,7 @@ from timm.data import create_transform, resolve_data_config
 from skconv import ConvFeatureTransformer
 from skconv.datasets import load_image_folder
 from skconv.features import _Batches, _prefetched
-from skconv.images import load_batch, load_image
+from skconv.images import load_image
 from skconv.zoo import load_backbone
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,15 +117,19 @@ def raw_forward(paths, transformer, fold=True):
 
 
 def decode_only(paths, transformer):
-    """(c) without the network: the decoding each step of transform does on a CPU."""
-    p = transformer.preprocessing_
-    out = np.empty((BATCH, p.image_size, p.image_size, 3), dtype=np.float32)
-    threads = torch.get_num_threads()
+    """(c) without the network: the decoding steps of transform on a CPU, as it sets them."""
+    dataset = _Batches(
+        paths,
+        transformer.preprocessing_,
+        BATCH,
+        n_threads=torch.get_num_threads(),
+        reuse=True,
+        jpeg_draft=transformer.jpeg_draft,
+    )
 
     def run():
-        for start in range(0, len(paths), BATCH):
-            stop = min(start + BATCH, len(paths))
-            load_batch(paths, range(start, stop), p, n_threads=threads, out=out[: stop - start])
+        for i in range(len(dataset)):
+            dataset[i]
 
     return run
 

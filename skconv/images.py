@@ -432,8 +432,7 @@ def load_batch(
 
     The same pixels as stacking ``preprocessing(load_image(X[i], min_side=m))``,
     with ``m`` None or, with ``jpeg_draft``, twice ``preprocessing.resize_size``, built
-    with less
-    work: gray images are resized on one channel, each 8-bit level is normalised
+    with less work: gray images are resized on one channel, each 8-bit level is normalised
     through a 256-entry table instead of float arithmetic over the batch, in NumPy
     (single-threaded, so a decoding thread does not compete with the network's
     threads), and the batch comes out channels-last, the layout the network wants on

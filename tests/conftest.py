@@ -29,6 +29,25 @@ def busi_paths(n_per_class: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(paths), np.asarray(labels)
 
 
+@pytest.fixture
+def photo():
+    """``photo(height, width, seed=0)``: a smooth RGB scene with some texture (uint8).
+
+    Like a photo rather than noise, so that it compresses and scales as one does in
+    JPEG tests; ``seed`` changes the texture and the pattern's frequency.
+    """
+
+    def make(height: int, width: int, seed: int = 0) -> np.ndarray:
+        y, x = np.mgrid[0:height, 0:width] / max(height, width)
+        texture = np.random.default_rng(seed).normal(0, 6, (height, width))
+        pattern = [np.sin((6 + seed) * x + c) * np.cos(4 * y) for c in range(3)]
+        return np.clip(120 + 100 * np.dstack(pattern) + texture[..., None], 0, 255).astype(
+            np.uint8
+        )
+
+    return make
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One torch thread for a module's tests (use with ``pytestmark``).

@@ -163,18 +163,10 @@ def test_load_batch_fills_a_given_buffer_and_checks_it():
         load_batch(X, [0, 1, 2], prep, out=buffer)
 
 
-def _photo(height: int, width: int) -> np.ndarray:
-    """A smooth RGB scene with some texture, like a photo rather than noise."""
-    y, x = np.mgrid[0:height, 0:width] / max(height, width)
-    texture = np.random.default_rng(0).normal(0, 6, (height, width))
-    channels = [120 + 100 * np.sin(6 * x + c) * np.cos(4 * y) + texture for c in range(3)]
-    return np.clip(np.dstack(channels), 0, 255).astype(np.uint8)
-
-
-def test_min_side_decodes_a_large_jpeg_at_a_reduced_scale_only(tmp_path):
-    photo = _photo(800, 1000)
-    Image.fromarray(photo).save(tmp_path / "photo.jpg", quality=90)
-    Image.fromarray(photo).save(tmp_path / "photo.png")
+def test_min_side_decodes_a_large_jpeg_at_a_reduced_scale_only(tmp_path, photo):
+    scene = photo(800, 1000)
+    Image.fromarray(scene).save(tmp_path / "photo.jpg", quality=90)
+    Image.fromarray(scene).save(tmp_path / "photo.png")
     jpeg, png = str(tmp_path / "photo.jpg"), str(tmp_path / "photo.png")
     # 800 // 200 = 4 is the largest of libjpeg's scales (1, 2, 4, 8) keeping both sides >= 200.
     assert load_image(jpeg, min_side=200).size == (250, 200)
@@ -183,11 +175,11 @@ def test_min_side_decodes_a_large_jpeg_at_a_reduced_scale_only(tmp_path):
     assert load_image(png, min_side=200).size == (1000, 800)
 
 
-def test_load_batch_jpeg_draft_stays_within_a_gray_level_of_full_decoding(tmp_path):
+def test_load_batch_jpeg_draft_stays_within_a_gray_level_of_full_decoding(tmp_path, photo):
     paths = []
     for i, (height, width) in enumerate([(900, 1200), (1200, 700), (120, 90)]):
         paths.append(str(tmp_path / f"{i}.jpg"))
-        Image.fromarray(_photo(height, width)).save(paths[-1], quality=90)
+        Image.fromarray(photo(height, width)).save(paths[-1], quality=90)
     prep = Preprocessing(image_size=64, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
     full = load_batch(paths, range(3), prep)
     draft = load_batch(paths, range(3), prep, jpeg_draft=True)

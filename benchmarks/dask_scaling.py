@@ -86,9 +86,12 @@ def row(name, seconds, features, reference, builds=None, **extra):
 
 def dask_runs(transformer, paths, reference, n_workers):
     start = time.perf_counter()
-    with LocalCluster(
-        n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         startup = time.perf_counter() - start
         configure_workers(client, threads=1)
         client.run(install_build_counter)

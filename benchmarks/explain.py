@@ -56,8 +56,10 @@ GRID_IMAGES = 18  # overlays in each figure
 # heatmaps() as it comes, and with 8 more crops shifted by half a feature-grid cell
 # (16 px of the 224-px crop, whose cells are 32 px).
 VARIANTS = {"default": {}, "shift16": {"shift": 16}}
-PILLARS = {"features": "EfficientNet-Lite0 features + LogisticRegression (CAM)",
-           "finetune": "FineTuneClassifier (Grad-CAM)"}
+PILLARS = {
+    "features": "EfficientNet-Lite0 features + LogisticRegression (CAM)",
+    "finetune": "FineTuneClassifier (Grad-CAM)",
+}
 
 
 # --------------------------------------------------------------------------- data
@@ -112,7 +114,8 @@ def pointing(maps: list, masks: list) -> dict:
         "empty_maps": empty,
         "pointing_30px": float(np.mean(np.asarray(distances) <= 30)),
         "median_miss_distance_px": float(np.median([d for d in distances if d > TOLERANCE_PX]))
-        if not all(tolerant) else 0.0,
+        if not all(tolerant)
+        else 0.0,
         "mean_heat_inside": float(np.mean(inside_means)),
         "mean_heat_outside": float(np.mean(outside_means)),
         "heat_share_inside": float(np.mean(shares)),
@@ -132,7 +135,7 @@ def baselines(masks: list, crops: list) -> dict:
         centre_strict.append(bool(mask[cy, cx]))
         centre_tol.append(bool(distance[cy, cx] <= TOLERANCE_PX))
         inside = np.zeros_like(mask)
-        inside[int(np.ceil(top)):int(bottom), int(np.ceil(left)):int(right)] = True
+        inside[int(np.ceil(top)) : int(bottom), int(np.ceil(left)) : int(right)] = True
         reachable.append(bool((mask & inside).any()))
         reachable_tol.append(bool(((distance <= TOLERANCE_PX) & inside).any()))
     return {
@@ -145,8 +148,7 @@ def baselines(masks: list, crops: list) -> dict:
     }
 
 
-def evaluate(model, name: str, X: np.ndarray, y: np.ndarray, masks: list,
-             preprocessing) -> dict:
+def evaluate(model, name: str, X: np.ndarray, y: np.ndarray, masks: list, preprocessing) -> dict:
     start = time.perf_counter()
     predicted = model.predict(X)
     result = {
@@ -170,15 +172,18 @@ def evaluate(model, name: str, X: np.ndarray, y: np.ndarray, masks: list,
             scores["per_class"] = {}
             for cls in LESION_CLASSES:
                 keep = y == cls
-                sub = pointing([m for m, k in zip(maps, keep) if k],
-                               [m for m, k in zip(masks, keep) if k])
-                scores["per_class"][cls] = {k: v for k, v in sub.items()
-                                            if k not in ("peaks", "hit", "hit_strict")}
+                sub = pointing(
+                    [m for m, k in zip(maps, keep) if k], [m for m, k in zip(masks, keep) if k]
+                )
+                scores["per_class"][cls] = {
+                    k: v for k, v in sub.items() if k not in ("peaks", "hit", "hit_strict")
+                }
             correct = predicted == y
             hits = np.asarray(scores["hit"])
             scores[f"pointing_{TOLERANCE_PX}px_correct"] = float(hits[correct].mean())
-            scores[f"pointing_{TOLERANCE_PX}px_wrong"] = (float(hits[~correct].mean())
-                                                          if (~correct).any() else None)
+            scores[f"pointing_{TOLERANCE_PX}px_wrong"] = (
+                float(hits[~correct].mean()) if (~correct).any() else None
+            )
             result[variant][target_name] = scores
             if target_name == "true_class":
                 result["_maps"][variant] = maps
@@ -212,13 +217,22 @@ def grid_figure(path: Path, X, y, masks, result: dict, variant: str, title: str)
         if peak is not None:
             ax.plot(peak[1], peak[0], marker="x", color="white", markersize=9, mew=2.5)
             ax.plot(peak[1], peak[0], marker="x", color="black", markersize=7, mew=1.2)
-        verdict = ("hit" if target["hit_strict"][i] else f"hit (<= {TOLERANCE_PX} px)"
-                   if target["hit"][i] else "miss")
-        ax.set_title(f"{Path(X[i]).stem} ({y[i][0].upper()}), pred {result['predicted'][i]}"
-                     f"\n{verdict}", fontsize=7.5)
-    fig.suptitle(f"{title}, heatmaps(..., {variant.replace('16', '=16')}): map of the true "
-                 "class; white line: lesion mask; x: maximum; dashed: the network's crop",
-                 fontsize=10)
+        verdict = (
+            "hit"
+            if target["hit_strict"][i]
+            else f"hit (<= {TOLERANCE_PX} px)"
+            if target["hit"][i]
+            else "miss"
+        )
+        ax.set_title(
+            f"{Path(X[i]).stem} ({y[i][0].upper()}), pred {result['predicted'][i]}\n{verdict}",
+            fontsize=7.5,
+        )
+    fig.suptitle(
+        f"{title}, heatmaps(..., {variant.replace('16', '=16')}): map of the true "
+        "class; white line: lesion mask; x: maximum; dashed: the network's crop",
+        fontsize=10,
+    )
     fig.tight_layout()
     with atomic_write(path, "wb", overwrite=True) as handle:
         fig.savefig(handle, format="png", dpi=90)
@@ -227,8 +241,7 @@ def grid_figure(path: Path, X, y, masks, result: dict, variant: str, title: str)
 def _rectangle(x, y, w, h):
     from matplotlib.patches import Rectangle
 
-    return Rectangle((x, y), w, h, fill=False, edgecolor="white", linestyle="--",
-                     linewidth=0.8)
+    return Rectangle((x, y), w, h, fill=False, edgecolor="white", linestyle="--", linewidth=0.8)
 
 
 # --------------------------------------------------------------------------- report
@@ -247,9 +260,12 @@ def write_report(results: dict, out: Path) -> None:
         "",
         "Made by, from the project root (each pillar's latest run):",
         "",
-        *(f"- {key}: `{pillars[key]['command']}` ({pillars[key]['created']}, skconv "
-          f"{pillars[key]['skconv']}, {pillars[key]['machine']})"
-          for key in PILLARS if key in pillars),
+        *(
+            f"- {key}: `{pillars[key]['command']}` ({pillars[key]['created']}, skconv "
+            f"{pillars[key]['skconv']}, {pillars[key]['machine']})"
+            for key in PILLARS
+            if key in pillars
+        ),
         "",
         f"- Data: BUSI ({results['data']}), lesion masks from `busi_masks/`.",
         f"- Split: `train_val_test_split(paths, target, stratify=target, random_state={SEED})`"
@@ -262,7 +278,7 @@ def write_report(results: dict, out: Path) -> None:
         "- Heat: maps normalised to [0, 1] per image; mean heat inside and outside the "
         "mask, averaged over images; heat share = heat inside / all heat.",
         "- Maps are computed on the network's center crop and mapped back; outside the crop "
-        "they are 0 (`outside=\"zero\"`).",
+        'they are 0 (`outside="zero"`).',
         "",
         "## Pointing game, test lesion images",
         "",
@@ -276,22 +292,29 @@ def write_report(results: dict, out: Path) -> None:
             continue
         p = pillars[key]
         for variant, call in (("default", "defaults"), ("shift16", "shift=16")):
-            for target, what in (("true_class", "true class"), ("predicted_class",
-                                                                "predicted class")):
+            for target, what in (
+                ("true_class", "true class"),
+                ("predicted_class", "predicted class"),
+            ):
                 r = p[variant][target]
                 lines.append(
                     f"| {label} | {call} | {what} | {_pct(r['pointing_strict'])} | "
                     f"{_pct(r[f'pointing_{tol}px'])} | {r['mean_heat_inside']:.3f} | "
-                    f"{r['mean_heat_outside']:.3f} | {_pct(r['heat_share_inside'])} |")
+                    f"{r['mean_heat_outside']:.3f} | {_pct(r['heat_share_inside'])} |"
+                )
     lines += [
         f"| baseline: random pixel | | | {_pct(base['random_pixel'])} | | "
         f"| | {_pct(base['mean_lesion_area_share'])} |",
         f"| baseline: image centre | | | {_pct(base['image_centre_strict'])} | "
         f"{_pct(base[f'image_centre_{tol}px'])} | | | |",
         "",
-        "Accuracy on these lesion images: " + "; ".join(
+        "Accuracy on these lesion images: "
+        + "; ".join(
             f"{PILLARS[k].split(' (')[0]} {_pct(pillars[k]['accuracy_on_lesion_images'])}"
-            for k in PILLARS if k in pillars) + ".",
+            for k in PILLARS
+            if k in pillars
+        )
+        + ".",
         "",
         f"Upper bound set by the crop: {_pct(base['lesion_reaches_crop'])} of these lesions "
         f"have a pixel inside the network's crop ({_pct(base[f'lesion_reaches_crop_{tol}px'])} "
@@ -309,9 +332,11 @@ def write_report(results: dict, out: Path) -> None:
             continue
         for variant in VARIANTS:
             for cls, r in pillars[key][variant]["true_class"]["per_class"].items():
-                lines.append(f"| {key} | {variant} | {cls} | {r['n']} | "
-                             f"{_pct(r['pointing_strict'])} | {_pct(r[f'pointing_{tol}px'])} "
-                             f"| {_pct(r['heat_share_inside'])} |")
+                lines.append(
+                    f"| {key} | {variant} | {cls} | {r['n']} | "
+                    f"{_pct(r['pointing_strict'])} | {_pct(r[f'pointing_{tol}px'])} "
+                    f"| {_pct(r['heat_share_inside'])} |"
+                )
     lines += ["", "## What limits it", ""]
     for key in PILLARS:
         if key not in pillars:
@@ -334,15 +359,21 @@ def write_report(results: dict, out: Path) -> None:
             f"on images the model classifies correctly: {_pct(d[f'pointing_{tol}px_correct'])}"
             f"; on misclassified ones: {'-' if wrong is None else _pct(wrong)}. shift=16 "
             f"turns {gained} misses into hits and {lost} hits into misses; 95 % interval of "
-            f"its pointing share ({tol} px): {low:.0%}-{high:.0%} (Wilson, n={s16['n']}).")
+            f"its pointing share ({tol} px): {low:.0%}-{high:.0%} (Wilson, n={s16['n']})."
+        )
     lines += ["", "## Settings", ""]
     for key in PILLARS:
         if key in pillars:
             lines.append(f"- {key}: {pillars[key]['settings']}")
-    lines += ["", "## Figures", "",
-              f"The same {GRID_IMAGES} test lesion images, spread evenly over the sorted list; "
-              "heat map of the true class, shift=16. White line: the lesion mask; x: the "
-              "map's maximum; dashed: the network's crop; B/M: benign/malignant.", ""]
+    lines += [
+        "",
+        "## Figures",
+        "",
+        f"The same {GRID_IMAGES} test lesion images, spread evenly over the sorted list; "
+        "heat map of the true class, shift=16. White line: the lesion mask; x: the "
+        "map's maximum; dashed: the network's crop; B/M: benign/malignant.",
+        "",
+    ]
     for key in PILLARS:
         if key in pillars:
             lines.append(f"![{key}](explain_{key}.png)")
@@ -357,16 +388,21 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--busi", default=os.fspath(DATA / "busi"))
     parser.add_argument("--masks", default=os.fspath(DATA / "busi_masks"))
-    parser.add_argument("--finetuned", default="/tmp/busi_finetune_seed0.joblib",
-                        help="a fitted FineTuneClassifier saved with joblib (skipped when "
-                             "the file does not exist)")
+    parser.add_argument(
+        "--finetuned",
+        default="/tmp/busi_finetune_seed0.joblib",
+        help="a fitted FineTuneClassifier saved with joblib (skipped when "
+        "the file does not exist)",
+    )
     parser.add_argument("--only", choices=("features", "finetune", "report"))
-    parser.add_argument("--results", default=os.fspath(OUT),
-                        help="folder for explain.md, .json and the figures")
+    parser.add_argument(
+        "--results", default=os.fspath(OUT), help="folder for explain.md, .json and the figures"
+    )
     args = parser.parse_args(argv)
     out = Path(args.results)
-    command = shlex.join(["python", "benchmarks/explain.py", *(sys.argv[1:] if argv is None
-                                                                 else argv)])
+    command = shlex.join(
+        ["python", "benchmarks/explain.py", *(sys.argv[1:] if argv is None else argv)]
+    )
     if args.only == "report":
         write_report(json.loads((out / "explain.json").read_text()), out)
         print(f"Wrote {os.fspath(out / 'explain.md')}", flush=True)
@@ -374,7 +410,8 @@ def main(argv=None) -> int:
     masks_root = Path(args.masks)
     data = load_image_folder(args.busi)
     X_tr, X_va, X_te, y_tr, y_va, y_te = train_val_test_split(
-        data.paths, data.target, stratify=data.target, random_state=SEED)
+        data.paths, data.target, stratify=data.target, random_state=SEED
+    )
     lesion = np.isin(y_te, LESION_CLASSES)
     X, y = X_te[lesion], y_te[lesion]
     masks = [mask_of(p, masks_root) for p in X]
@@ -391,8 +428,9 @@ def main(argv=None) -> int:
         from sklearn.pipeline import Pipeline
 
         start = time.perf_counter()
-        model = Pipeline([("features", ConvFeatureTransformer()),
-                          ("head", LogisticRegression(max_iter=2000))])
+        model = Pipeline(
+            [("features", ConvFeatureTransformer()), ("head", LogisticRegression(max_iter=2000))]
+        )
         model.fit(np.concatenate([X_tr, X_va]), np.concatenate([y_tr, y_va]))
         fit_s = time.perf_counter() - start
         prep = model.named_steps["features"].preprocessing_
@@ -402,11 +440,19 @@ def main(argv=None) -> int:
             f"max_iter=2000))]) fitted on train+val ({len(X_tr) + len(X_va)} images, "
             f"{fit_s:.0f} s); efficientnet_lite0, {prep.image_size}-px crop of a "
             f"{prep.resize_size}-px resize; heatmaps(model, X, target) and heatmaps(model, X, "
-            f"target, shift=16); scikit-learn {sklearn.__version__}")
+            f"target, shift=16); scikit-learn {sklearn.__version__}"
+        )
         result["fit_seconds"] = round(fit_s, 1)
         result.update(_provenance(command))
-        grid_figure(out / "explain_features.png", X, y, masks, result, "shift16",
-                    "EfficientNet-Lite0 features + LogisticRegression (CAM)")
+        grid_figure(
+            out / "explain_features.png",
+            X,
+            y,
+            masks,
+            result,
+            "shift16",
+            "EfficientNet-Lite0 features + LogisticRegression (CAM)",
+        )
         crops_for_baseline = result["_crops"]
         pillars["features"] = _public(result)
         _print(pillars["features"])
@@ -423,18 +469,28 @@ def main(argv=None) -> int:
                 f"{type(model).__name__} loaded from {os.fspath(finetuned)} (backbone "
                 f"{model.backbone}, {len(model.history)} epochs, {prep.image_size}-px crop "
                 f"of a {prep.resize_size}-px resize); heatmaps(model, X, target) and "
-                "heatmaps(model, X, target, shift=16)")
-            grid_figure(out / "explain_finetune.png", X, y, masks, result, "shift16",
-                        "FineTuneClassifier (Grad-CAM)")
+                "heatmaps(model, X, target, shift=16)"
+            )
+            grid_figure(
+                out / "explain_finetune.png",
+                X,
+                y,
+                masks,
+                result,
+                "shift16",
+                "FineTuneClassifier (Grad-CAM)",
+            )
             crops_for_baseline = crops_for_baseline or result["_crops"]
             result.update(_provenance(command))
             pillars["finetune"] = _public(result)
             _print(pillars["finetune"])
         else:
-            print(f"No fine-tuned model at {os.fspath(finetuned)}; the finetune pillar is "
-                  "not measured. Once it exists, run: .venv/bin/python benchmarks/explain.py "
-                  f"--only finetune --finetuned {shlex.quote(os.fspath(finetuned))}",
-                  flush=True)
+            print(
+                f"No fine-tuned model at {os.fspath(finetuned)}; the finetune pillar is "
+                "not measured. Once it exists, run: .venv/bin/python benchmarks/explain.py "
+                f"--only finetune --finetuned {shlex.quote(os.fspath(finetuned))}",
+                flush=True,
+            )
 
     if crops_for_baseline is None:
         from skconv.zoo import _PACKAGED
@@ -446,7 +502,7 @@ def main(argv=None) -> int:
         "data": os.fspath(Path(args.busi).resolve()),
         "split": f"{len(X_tr)}/{len(X_va)}/{len(X_te)} train/val/test images",
         "image_px": f"{min(s[1] for s in shapes)}-{max(s[1] for s in shapes)} x "
-                    f"{min(s[0] for s in shapes)}-{max(s[0] for s in shapes)} px (w x h)",
+        f"{min(s[0] for s in shapes)}-{max(s[0] for s in shapes)} px (w x h)",
         "tolerance_px": TOLERANCE_PX,
         "test_lesion_images": [Path(p).name for p in X],
         "baselines": base,
@@ -464,8 +520,8 @@ def _provenance(command: str) -> dict:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "skconv": __version__,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads "
-                   f"{torch.get_num_threads()}, "
-                   f"{'GPU' if torch.cuda.is_available() else 'no GPU'}",
+        f"{torch.get_num_threads()}, "
+        f"{'GPU' if torch.cuda.is_available() else 'no GPU'}",
     }
 
 
@@ -488,14 +544,16 @@ def _public(result: dict) -> dict:
 
 
 def _print(result: dict) -> None:
-    for variant, target in ((v, t) for v in VARIANTS for t in ("true_class",
-                                                                "predicted_class")):
+    for variant, target in ((v, t) for v in VARIANTS for t in ("true_class", "predicted_class")):
         r = result[variant][target]
-        print(f"{result['pillar']} {variant} ({target}): pointing strict "
-              f"{_pct(r['pointing_strict'])}, "
-              f"{TOLERANCE_PX} px {_pct(r[f'pointing_{TOLERANCE_PX}px'])}, heat inside "
-              f"{r['mean_heat_inside']:.3f} / outside {r['mean_heat_outside']:.3f}, share "
-              f"{_pct(r['heat_share_inside'])}", flush=True)
+        print(
+            f"{result['pillar']} {variant} ({target}): pointing strict "
+            f"{_pct(r['pointing_strict'])}, "
+            f"{TOLERANCE_PX} px {_pct(r[f'pointing_{TOLERANCE_PX}px'])}, heat inside "
+            f"{r['mean_heat_inside']:.3f} / outside {r['mean_heat_outside']:.3f}, share "
+            f"{_pct(r['heat_share_inside'])}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -404,8 +404,7 @@ def write_markdown(results, small, big):
         "images whatever `batch_size`; the last column runs chunks of 8 on one thread "
         f"instead of {results['torch_threads']}:",
         "",
-        "| backbone | " + " | ".join(next(iter(results["forward_batch_sweep"].values())))
-        + " |",
+        "| backbone | " + " | ".join(next(iter(results["forward_batch_sweep"].values()))) + " |",
         "|---|" + "---|" * len(next(iter(results["forward_batch_sweep"].values()))),
         *(
             f"| {name} | " + " | ".join(f"{v:.1f}" for v in sweep.values()) + " |"

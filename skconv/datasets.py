@@ -28,8 +28,7 @@ from .model_selection import find_near_duplicates, split_report, train_val_test_
 
 __all__ = ["load_image_folder", "split_folders", "make_ultrasound", "make_ultrasound_folder"]
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif",
-                              ".webp"})
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"})
 MASK_PATTERN = "*_mask*"
 ULTRASOUND_CLASSES = ("benign", "malignant", "normal")
 
@@ -40,9 +39,11 @@ ULTRASOUND_CLASSES = ("benign", "malignant", "normal")
 
 
 def _is_image_file(name: str) -> bool:
-    return (not name.startswith(".")
-            and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-            and not fnmatch.fnmatch(name.lower(), MASK_PATTERN))
+    return (
+        not name.startswith(".")
+        and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+        and not fnmatch.fnmatch(name.lower(), MASK_PATTERN)
+    )
 
 
 def _class_files(class_dir: Path) -> list[Path]:
@@ -126,23 +127,32 @@ def load_image_folder(path: str | os.PathLike, on_error: str = "raise") -> Bunch
         raise ValueError(f"Image folder {os.fspath(path)!r} is not a folder.")
     entries = sorted(e for e in root.iterdir() if not e.name.startswith("."))
     if not entries:
-        raise ValueError(f"Image folder {os.fspath(path)!r} is empty; expected one folder "
-                         "of images per class.")
+        raise ValueError(
+            f"Image folder {os.fspath(path)!r} is empty; expected one folder of images per class."
+        )
 
     paths, target = [], []
     for class_dir in (e for e in entries if e.is_dir()):
         files = _class_files(class_dir)
         if not files:
-            warnings.warn(f"Folder {os.fspath(class_dir)!r} holds no images; it is not "
-                          "used as a class.", UserWarning, stacklevel=2)
+            warnings.warn(
+                f"Folder {os.fspath(class_dir)!r} holds no images; it is not used as a class.",
+                UserWarning,
+                stacklevel=2,
+            )
         paths.extend(files)
         target.extend([class_dir.name] * len(files))
     if not paths:
         loose = [e.name for e in entries if e.is_file() and _is_image_file(e.name)]
-        hint = (f" It holds {len(loose)} image(s) directly, but images must sit in one "
-                "folder per class." if loose else "")
-        raise ValueError(f"Image folder {os.fspath(path)!r} holds no images in class "
-                         f"folders.{hint}")
+        hint = (
+            f" It holds {len(loose)} image(s) directly, but images must sit in one "
+            "folder per class."
+            if loose
+            else ""
+        )
+        raise ValueError(
+            f"Image folder {os.fspath(path)!r} holds no images in class folders.{hint}"
+        )
 
     skipped = []
     if on_error == "skip":
@@ -153,11 +163,13 @@ def load_image_folder(path: str | os.PathLike, on_error: str = "raise") -> Bunch
         if skipped:
             more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
             shown = " ".join([e for e in errors if e][:5])  # each names its file
-            warnings.warn(f"Skipped {len(skipped)} file(s) that could not be decoded: "
-                          f"{shown}{more}", UserWarning, stacklevel=2)
+            warnings.warn(
+                f"Skipped {len(skipped)} file(s) that could not be decoded: {shown}{more}",
+                UserWarning,
+                stacklevel=2,
+            )
         if not paths:
-            raise ValueError(f"Image folder {os.fspath(path)!r} holds no image that "
-                             "decodes.")
+            raise ValueError(f"Image folder {os.fspath(path)!r} holds no image that decodes.")
 
     return Bunch(
         paths=np.array([os.fspath(p) for p in paths], dtype=str),
@@ -169,8 +181,10 @@ def load_image_folder(path: str | os.PathLike, on_error: str = "raise") -> Bunch
 
 def _refuse_non_empty(path: Path, name: str) -> None:
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise FileExistsError(f"{name} {os.fspath(path)!r} exists and is not an empty "
-                              "folder; refusing to write into it.")
+        raise FileExistsError(
+            f"{name} {os.fspath(path)!r} exists and is not an empty "
+            "folder; refusing to write into it."
+        )
 
 
 def split_folders(
@@ -243,25 +257,35 @@ def split_folders(
     data = load_image_folder(src_path)
     src_real, dst_real = src_path.resolve(), dst_path.resolve()
     if dst_real == src_real or src_real in dst_real.parents:
-        raise ValueError(f"dst {os.fspath(dst)!r} lies inside src {os.fspath(src)!r}; "
-                         "choose a destination outside the source folder.")
+        raise ValueError(
+            f"dst {os.fspath(dst)!r} lies inside src {os.fspath(src)!r}; "
+            "choose a destination outside the source folder."
+        )
     _refuse_non_empty(dst_path, "dst")
 
     n = len(data.paths)
     if isinstance(groups, str):
         if groups != "duplicates":
-            raise ValueError(f"groups must be None, 'duplicates' or an array of labels, "
-                             f"got {groups!r}.")
+            raise ValueError(
+                f"groups must be None, 'duplicates' or an array of labels, got {groups!r}."
+            )
         groups = find_near_duplicates(data.paths)
     elif groups is not None:
         groups = np.asarray(groups)
         if groups.shape != (n,):
-            raise ValueError(f"groups must have one label per image ({n} in "
-                             f"{os.fspath(src)!r}), got shape {groups.shape}.")
+            raise ValueError(
+                f"groups must have one label per image ({n} in "
+                f"{os.fspath(src)!r}), got shape {groups.shape}."
+            )
 
-    parts = train_val_test_split(np.arange(n), val_size=val_size, test_size=test_size,
-                                 stratify=data.target, groups=groups,
-                                 random_state=random_state)
+    parts = train_val_test_split(
+        np.arange(n),
+        val_size=val_size,
+        test_size=test_size,
+        stratify=data.target,
+        groups=groups,
+        random_state=random_state,
+    )
 
     dst_path.parent.mkdir(parents=True, exist_ok=True)
     # A hidden sibling on the same file system, so the final rename is atomic.
@@ -276,11 +300,15 @@ def split_folders(
                 rel = Path(part, cls, source.relative_to(src_path / cls))
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, tmp / rel)
-                rows.append({"part": part, "class": cls,
-                             "source": os.fspath(source.resolve()),
-                             "destination": rel.as_posix()})
-        _write_csv_atomic(tmp / "manifest.csv", rows,
-                          ["part", "class", "source", "destination"])
+                rows.append(
+                    {
+                        "part": part,
+                        "class": cls,
+                        "source": os.fspath(source.resolve()),
+                        "destination": rel.as_posix(),
+                    }
+                )
+        _write_csv_atomic(tmp / "manifest.csv", rows, ["part", "class", "source", "destination"])
         if dst_path.exists():
             _refuse_non_empty(dst_path, "dst")  # it may have filled up meanwhile
             dst_path.rmdir()
@@ -310,8 +338,7 @@ def _write_csv_atomic(path: Path, rows: list[dict], fieldnames: list[str]) -> No
 def _smooth_field(rng, size: int, cells: int) -> np.ndarray:
     """Random field in about [-1, 1], smooth on the scale of ``size / cells`` pixels."""
     coarse = rng.uniform(-1, 1, size=(cells, cells)).astype(np.float32)
-    return np.asarray(Image.fromarray(coarse).resize((size, size),
-                                                               Image.BICUBIC))
+    return np.asarray(Image.fromarray(coarse).resize((size, size), Image.BICUBIC))
 
 
 def _ultrasound_image(rng, kind: str, size: int) -> np.ndarray:
@@ -319,10 +346,13 @@ def _ultrasound_image(rng, kind: str, size: int) -> np.ndarray:
 
     # Tissue: horizontal layers bent by a smooth warp, on a depth gradient.
     warp = 0.06 * _smooth_field(rng, size, 4)
-    layers = sum(a * np.sin(2 * np.pi * f * (yy + warp) + rng.uniform(0, 2 * np.pi))
-                 for a, f in zip(rng.uniform(0.05, 0.15, 3), rng.uniform(2, 8, 3)))
-    tissue = (0.75 + layers + 0.15 * _smooth_field(rng, size, 6)
-              ) * np.exp(-rng.uniform(0.3, 0.9) * yy)
+    layers = sum(
+        a * np.sin(2 * np.pi * f * (yy + warp) + rng.uniform(0, 2 * np.pi))
+        for a, f in zip(rng.uniform(0.05, 0.15, 3), rng.uniform(2, 8, 3))
+    )
+    tissue = (0.75 + layers + 0.15 * _smooth_field(rng, size, 6)) * np.exp(
+        -rng.uniform(0.3, 0.9) * yy
+    )
     # Dark near-field band under a thin bright skin line, as on a linear probe.
     band = rng.uniform(0.08, 0.16)
     tissue *= 0.35 + 0.65 * expit((yy - band) / 0.02)
@@ -332,8 +362,7 @@ def _ultrasound_image(rng, kind: str, size: int) -> np.ndarray:
     # not the answer.
     for _ in range(rng.randint(0, 4)):
         cx, cy = rng.uniform(0.1, 0.9), rng.uniform(0.2, 0.8)
-        d = ((xx - cx) / rng.uniform(0.08, 0.18)) ** 2 + ((yy - cy) / rng.uniform(
-            0.03, 0.06)) ** 2
+        d = ((xx - cx) / rng.uniform(0.08, 0.18)) ** 2 + ((yy - cy) / rng.uniform(0.03, 0.06)) ** 2
         tissue *= 1 - rng.uniform(0.2, 0.4) * expit((1 - d) / 0.2)
 
     if kind != "normal":
@@ -349,21 +378,27 @@ def _ultrasound_image(rng, kind: str, size: int) -> np.ndarray:
         else:
             # Lobulated outline with spikes, taller than wide, posterior shadowing.
             ax, ay = r * rng.uniform(0.8, 1.05), r * rng.uniform(1.0, 1.3)
-            radius = 1 + sum(rng.uniform(0.05, 0.15) * np.cos(k * theta + rng.uniform(
-                0, 2 * np.pi)) for k in (2, 3, 5))
-            radius += rng.uniform(0.25, 0.45) * np.maximum(
-                0, np.cos(rng.randint(5, 10) * theta + rng.uniform(0, 2 * np.pi))) ** 8
+            radius = 1 + sum(
+                rng.uniform(0.05, 0.15) * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
+                for k in (2, 3, 5)
+            )
+            radius += (
+                rng.uniform(0.25, 0.45)
+                * np.maximum(0, np.cos(rng.randint(5, 10) * theta + rng.uniform(0, 2 * np.pi)))
+                ** 8
+            )
             rho = np.hypot(dx / ax, dy / ay) / radius
             edge, post = 0.03, -rng.uniform(0.35, 0.55)
         inside = expit((1 - rho) / edge)
-        below = np.clip((yy - cy) / (1 - cy), 0, 1) ** 0.5 * np.exp(-(dx / ax) ** 2)
+        below = np.clip((yy - cy) / (1 - cy), 0, 1) ** 0.5 * np.exp(-((dx / ax) ** 2))
         tissue *= 1 + post * below * (1 - inside)
         tissue *= 1 - rng.uniform(0.7, 0.85) * inside
 
     # Multiplicative speckle: Rayleigh with mean 1, grains of about two pixels.
     speckle = rng.rayleigh(1.0, size=(size + 1, size + 1)).astype(np.float32)
-    speckle = (speckle[1:, 1:] + speckle[:-1, 1:] + speckle[1:, :-1] + speckle[:-1, :-1]
-               ) / (4 * np.sqrt(np.pi / 2))
+    speckle = (speckle[1:, 1:] + speckle[:-1, 1:] + speckle[1:, :-1] + speckle[:-1, :-1]) / (
+        4 * np.sqrt(np.pi / 2)
+    )
     image = np.clip(tissue, 0, None) * speckle
     # Same brightness distribution for every class: mean intensity carries no label.
     image *= rng.uniform(70, 110) / image.mean()
@@ -371,8 +406,11 @@ def _ultrasound_image(rng, kind: str, size: int) -> np.ndarray:
 
 
 def _check_positive_int(value, name: str, low: int) -> None:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) \
-            or value < low:
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, numbers.Integral)
+        or value < low
+    ):
         raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
 
 

@@ -392,8 +392,10 @@ def transform_blockwise(
     """
     if method not in _METHODS:
         raise ValueError(f"method must be one of {', '.join(_METHODS)}; got {method!r}.")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or (
-        chunk_size < 1
+    if (
+        isinstance(chunk_size, bool)
+        or not isinstance(chunk_size, (int, np.integer))
+        or (chunk_size < 1)
     ):
         raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}.")
     paths = _as_path_array(X, int(chunk_size))

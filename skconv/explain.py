@@ -182,8 +182,9 @@ def heatmaps(
     if not isinstance(shift, (int, np.integer)) or shift < 0:
         raise ValueError(f"shift must be a non-negative integer, got {shift!r}.")
     if shift and not resize:
-        raise ValueError("shift averages maps of shifted crops on the original image, so it "
-                         "needs resize=True.")
+        raise ValueError(
+            "shift averages maps of shifted crops on the original image, so it needs resize=True."
+        )
     explainer = _explainer(estimator)
     images = check_images(X)
     codes = _target_codes(target, explainer.classes, len(images))
@@ -202,8 +203,9 @@ def heatmaps(
             view.add(grid, (0, 0))
         if shift:
             _add_shifted(explainer, pil, views, wanted, int(shift))
-        maps += [_normalized(v.mean()) if normalize else v.mean().astype(np.float32)
-                 for v in views]
+        maps += [
+            _normalized(v.mean()) if normalize else v.mean().astype(np.float32) for v in views
+        ]
     return maps
 
 
@@ -252,15 +254,19 @@ def overlay(image, heatmap, alpha: float = 0.5, colormap: str = "jet") -> Image.
             "(height x width); pass the map heatmaps() returned for this image."
         )
     if not np.isfinite(heat).all() or heat.min(initial=0) < 0 or heat.max(initial=0) > 1:
-        raise ValueError("heatmap values must be finite and lie in [0, 1]; heatmaps() "
-                         "returns such maps with normalize=True.")
+        raise ValueError(
+            "heatmap values must be finite and lie in [0, 1]; heatmaps() "
+            "returns such maps with normalize=True."
+        )
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha!r}.")
     try:
         cmap = matplotlib.colormaps[colormap]
     except KeyError:
-        raise ValueError(f"Unknown colormap {colormap!r}; use a matplotlib name such as "
-                         "'jet', 'inferno' or 'viridis'.") from None
+        raise ValueError(
+            f"Unknown colormap {colormap!r}; use a matplotlib name such as "
+            "'jet', 'inferno' or 'viridis'."
+        ) from None
     colours = cmap(heat)[..., :3] * 255.0
     blended = (1.0 - alpha) * np.asarray(rgb, dtype=np.float64) + alpha * colours
     return Image.fromarray(np.rint(blended).clip(0, 255).astype(np.uint8))  # RGB
@@ -278,17 +284,21 @@ def _explainer(estimator):
     if isinstance(estimator, Pipeline):
         return _CAM.of(estimator)
     if isinstance(estimator, ConvFeatureTransformer):
-        raise TypeError("heatmaps needs a classifier, not a ConvFeatureTransformer alone: put "
-                        "it in a Pipeline before a linear head such as LogisticRegression.")
+        raise TypeError(
+            "heatmaps needs a classifier, not a ConvFeatureTransformer alone: put "
+            "it in a Pipeline before a linear head such as LogisticRegression."
+        )
     raise TypeError(f"heatmaps explains {_SUPPORTED}; got a {type(estimator).__name__}.")
 
 
 def _check_maps(maps: Sequence[torch.Tensor], backbone: str) -> None:
     for fmap in maps:
         if fmap.ndim != 4:
-            raise ValueError(f"heatmaps needs (n, c, h, w) feature maps, but backbone "
-                             f"{backbone!r} gives shape {tuple(fmap.shape)} (tokens, not a "
-                             "spatial grid); explain a convolutional backbone instead.")
+            raise ValueError(
+                f"heatmaps needs (n, c, h, w) feature maps, but backbone "
+                f"{backbone!r} gives shape {tuple(fmap.shape)} (tokens, not a "
+                "spatial grid); explain a convolutional backbone instead."
+            )
 
 
 def _on_finest_grid(stage_maps: list) -> torch.Tensor:
@@ -296,8 +306,10 @@ def _on_finest_grid(stage_maps: list) -> torch.Tensor:
     if len(stage_maps) == 1:
         return stage_maps[0]
     size = max((m.shape[-2:] for m in stage_maps), key=lambda s: s[0] * s[1])
-    return sum(torch.nn.functional.interpolate(m[:, None], size=tuple(size), mode="nearest")[:, 0]
-               for m in stage_maps)
+    return sum(
+        torch.nn.functional.interpolate(m[:, None], size=tuple(size), mode="nearest")[:, 0]
+        for m in stage_maps
+    )
 
 
 def _weighted_by_gradients(fmaps: list, score: torch.Tensor) -> torch.Tensor:
@@ -307,8 +319,9 @@ def _weighted_by_gradients(fmaps: list, score: torch.Tensor) -> torch.Tensor:
     weights, so the map is the exact CAM and its mean plus the bias is the score.
     """
     grads = torch.autograd.grad(score.sum(), fmaps)
-    return _on_finest_grid([torch.einsum("nc,nchw->nhw", g.sum(dim=(2, 3)), f)
-                            for g, f in zip(grads, fmaps)])
+    return _on_finest_grid(
+        [torch.einsum("nc,nchw->nhw", g.sum(dim=(2, 3)), f) for g, f in zip(grads, fmaps)]
+    )
 
 
 class _CAM:
@@ -325,46 +338,60 @@ class _CAM:
 
     @classmethod
     def of(cls, pipeline: Pipeline) -> _CAM:
-        steps = [(name, step) for name, step in pipeline.steps
-                 if step is not None and not (isinstance(step, str) and step == "passthrough")]
+        steps = [
+            (name, step)
+            for name, step in pipeline.steps
+            if step is not None and not (isinstance(step, str) and step == "passthrough")
+        ]
         kinds = ", ".join(type(step).__name__ for _, step in steps) or "none"
         if len(steps) < 2 or not isinstance(steps[0][1], ConvFeatureTransformer):
-            raise TypeError(f"heatmaps explains {_SUPPORTED}; this Pipeline's steps are "
-                            f"{kinds}.")
+            raise TypeError(f"heatmaps explains {_SUPPORTED}; this Pipeline's steps are {kinds}.")
         (features_name, features), *middle, (head_name, head) = steps
         for name, step in middle:
             if not isinstance(step, StandardScaler):
-                raise TypeError(f"heatmaps can fold only a StandardScaler between the features "
-                                f"and the head; step {name!r} is a {type(step).__name__}.")
+                raise TypeError(
+                    f"heatmaps can fold only a StandardScaler between the features "
+                    f"and the head; step {name!r} is a {type(step).__name__}."
+                )
         if not hasattr(head, "predict") or not hasattr(head, "decision_function"):
-            raise TypeError(f"heatmaps needs a linear classifier (with coef_ and intercept_) "
-                            f"as the Pipeline's last step; {head_name!r} is a "
-                            f"{type(head).__name__}.")
+            raise TypeError(
+                f"heatmaps needs a linear classifier (with coef_ and intercept_) "
+                f"as the Pipeline's last step; {head_name!r} is a "
+                f"{type(head).__name__}."
+            )
         for name, step in [(features_name, features), *middle, (head_name, head)]:
             try:
                 check_is_fitted(step)
             except NotFittedError:
-                raise NotFittedError(f"This Pipeline is not fitted: its step {name!r} (a "
-                                     f"{type(step).__name__}) is not; call fit before "
-                                     "heatmaps.") from None
+                raise NotFittedError(
+                    f"This Pipeline is not fitted: its step {name!r} (a "
+                    f"{type(step).__name__}) is not; call fit before "
+                    "heatmaps."
+                ) from None
         if not all(hasattr(head, a) for a in ("coef_", "intercept_", "classes_")):
-            raise TypeError(f"heatmaps needs a linear classifier with coef_, intercept_ and "
-                            f"classes_ as the Pipeline's last step; {head_name!r} is a "
-                            f"{type(head).__name__}.")
+            raise TypeError(
+                f"heatmaps needs a linear classifier with coef_, intercept_ and "
+                f"classes_ as the Pipeline's last step; {head_name!r} is a "
+                f"{type(head).__name__}."
+            )
         coef = head.coef_
-        coef = np.atleast_2d(np.asarray(coef.toarray() if hasattr(coef, "toarray") else coef,
-                                        dtype=np.float64))
-        intercept = np.broadcast_to(np.asarray(head.intercept_, dtype=np.float64),
-                                    (coef.shape[0],)).copy()
+        coef = np.atleast_2d(
+            np.asarray(coef.toarray() if hasattr(coef, "toarray") else coef, dtype=np.float64)
+        )
+        intercept = np.broadcast_to(
+            np.asarray(head.intercept_, dtype=np.float64), (coef.shape[0],)
+        ).copy()
         classes = np.asarray(head.classes_)
         if coef.shape[0] == 1 and len(classes) == 2:
             # A binary head scores the second class; the first class's score is minus that.
             coef, intercept = np.vstack([-coef, coef]), np.array([-intercept[0], intercept[0]])
         n_features = features.n_features_out_
         if coef.shape != (len(classes), n_features):
-            raise TypeError(f"The last step's coef_ has shape {np.shape(head.coef_)}, which "
-                            f"does not fit {len(classes)} classes of {n_features} features; "
-                            "heatmaps needs a linear classifier.")
+            raise TypeError(
+                f"The last step's coef_ has shape {np.shape(head.coef_)}, which "
+                f"does not fit {len(classes)} classes of {n_features} features; "
+                "heatmaps needs a linear classifier."
+            )
         # Scalers in sequence make one affine map z = (f - center) / scale; the head's
         # w . z is then (w / scale) . (f - center).
         center, scale = np.zeros(n_features), np.ones(n_features)
@@ -435,12 +462,15 @@ class _GradCAM:
     @classmethod
     def of(cls, net: FineTuneClassifier) -> _GradCAM:
         if not getattr(net, "initialized_", False) or not hasattr(net, "label_encoder_"):
-            raise NotFittedError("This FineTuneClassifier is not fitted yet; call fit before "
-                                 "heatmaps.")
+            raise NotFittedError(
+                "This FineTuneClassifier is not fitted yet; call fit before heatmaps."
+            )
         if not isinstance(getattr(net.module_, "backbone", None), torch.nn.Module):
-            raise TypeError(f"heatmaps needs the FineTuneClassifier's module to keep its "
-                            f"feature network as .backbone (as FineTuneNet does); "
-                            f"{type(net.module_).__name__} has none.")
+            raise TypeError(
+                f"heatmaps needs the FineTuneClassifier's module to keep its "
+                f"feature network as .backbone (as FineTuneNet does); "
+                f"{type(net.module_).__name__} has none."
+            )
         return cls(net)
 
     def maps(self, batch: torch.Tensor, codes) -> tuple:
@@ -456,8 +486,10 @@ class _GradCAM:
                 logits = sum(logit for _, logit in branches) / len(branches)
                 codes = logits.argmax(dim=1)
             codes = torch.as_tensor(codes, dtype=torch.long, device=device)
-            grids = [_weighted_by_gradients(fmaps, logit.gather(1, codes[:, None])[:, 0])
-                     for fmaps, logit in branches]
+            grids = [
+                _weighted_by_gradients(fmaps, logit.gather(1, codes[:, None])[:, 0])
+                for fmaps, logit in branches
+            ]
         if len(grids) == 2:
             grids = [0.5 * (grids[0] + torch.flip(grids[1], dims=[2]))]
         return list(grids[0].detach().to("cpu", torch.float64).numpy()), codes.cpu()
@@ -466,8 +498,10 @@ class _GradCAM:
         captured.clear()
         logits = module(batch).float()
         if not captured:
-            raise TypeError(f"{type(module).__name__}.forward does not call its .backbone; "
-                            "heatmaps cannot capture the final feature map.")
+            raise TypeError(
+                f"{type(module).__name__}.forward does not call its .backbone; "
+                "heatmaps cannot capture the final feature map."
+            )
         fmaps = captured[-1]
         _check_maps(fmaps, str(self.net.backbone))
         return fmaps, logits
@@ -517,18 +551,20 @@ def _target_codes(target, classes: np.ndarray, n: int):
     if labels.ndim == 0:
         labels = np.full(n, target, dtype=object)
     if labels.ndim != 1 or len(labels) != n:
-        raise ValueError(f"target must be one label or one label per image ({n}); got "
-                         f"shape {labels.shape}.")
+        raise ValueError(
+            f"target must be one label or one label per image ({n}); got shape {labels.shape}."
+        )
     values = labels.tolist()
     unknown = sorted({repr(v) for v in values if v not in index})
     if unknown:
-        raise ValueError(f"target holds label(s) the model does not know: "
-                         f"{', '.join(unknown)}; its classes are {classes.tolist()}.")
+        raise ValueError(
+            f"target holds label(s) the model does not know: "
+            f"{', '.join(unknown)}; its classes are {classes.tolist()}."
+        )
     return np.array([index[v] for v in values], dtype=np.int64)
 
 
-def _sampling_matrix(n_out: int, n_resized: int, crop_start: int, crop: int,
-                     n_grid: int) -> tuple:
+def _sampling_matrix(n_out: int, n_resized: int, crop_start: int, crop: int, n_grid: int) -> tuple:
     """Bilinear weights ``(n_out, n_grid)`` from a grid over the crop to original pixels.
 
     Pixel centres of the original are followed through the resize and the crop into
@@ -553,8 +589,13 @@ def _crop_origin(size: tuple, preprocessing: Preprocessing) -> tuple:
     return preprocessing.resized_size(*size), (left, top)
 
 
-def _to_original(grid: np.ndarray, size: tuple, preprocessing: Preprocessing,
-                 outside: str, shift: tuple = (0, 0)) -> tuple:
+def _to_original(
+    grid: np.ndarray,
+    size: tuple,
+    preprocessing: Preprocessing,
+    outside: str,
+    shift: tuple = (0, 0),
+) -> tuple:
     """Resample a map over the network's crop onto the original ``(width, height)``.
 
     One separable bilinear resampling does what "upsample to the crop, paste into the
@@ -587,8 +628,9 @@ class _View:
         self.center = None
 
     def add(self, grid: np.ndarray, shift: tuple) -> None:
-        out, inside = _to_original(np.asarray(grid, dtype=np.float64), self.size,
-                                   self.preprocessing, self.outside, shift)
+        out, inside = _to_original(
+            np.asarray(grid, dtype=np.float64), self.size, self.preprocessing, self.outside, shift
+        )
         self.total += out
         # With outside="zero" a crop speaks only for the pixels it covers.
         self.count += inside if self.outside == "zero" else 1.0
@@ -597,8 +639,9 @@ class _View:
             self.center = inside
 
     def mean(self) -> np.ndarray:
-        out = np.divide(self.total, self.count, out=np.zeros_like(self.total),
-                        where=self.count > 0)
+        out = np.divide(
+            self.total, self.count, out=np.zeros_like(self.total), where=self.count > 0
+        )
         if self.outside == "zero":
             out *= self.center  # only what the prediction's own crop saw
         return out

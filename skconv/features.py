@@ -340,9 +340,9 @@ class ConvFeatureTransformer(TransformerMixin, BaseEstimator):
         """
         if getattr(self, "_inference_net", None) is None:
             size = self.preprocessing_.image_size
-            example = torch.randn(
-                2, 3, size, size, generator=torch.Generator().manual_seed(0)
-            ).to(self.device_)
+            example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(
+                self.device_
+            )
             if self.device_.type in ("cpu", "cuda"):
                 example = example.contiguous(memory_format=torch.channels_last)
             self._inference_net, _ = fold_batch_norms(self.module_, example, self._stages())

@@ -39,8 +39,9 @@ def _check_size(value: Any, name: str, n_samples: int) -> None:
             )
     elif isinstance(value, numbers.Real):
         if not 0.0 < value < 1.0:
-            raise ValueError(f"{name}={value!r} must be in the open interval (0, 1) when "
-                             "given as a fraction.")
+            raise ValueError(
+                f"{name}={value!r} must be in the open interval (0, 1) when given as a fraction."
+            )
     else:
         raise ValueError(f"{name} must be a float in (0, 1) or a positive int, got {value!r}.")
 
@@ -92,8 +93,9 @@ def _stratified_indices(y_codes, classes, val_size, test_size, rng):
         vals, tests = _allocate(n_val, counts), _allocate(n_test, counts)
         per_class = [(int(c - v - t), int(v), int(t)) for c, v, t in zip(counts, vals, tests)]
 
-    too_small = [(cls.item(), n_c, pc) for cls, n_c, pc in zip(classes, counts, per_class)
-                 if min(pc) < 1]
+    too_small = [
+        (cls.item(), n_c, pc) for cls, n_c, pc in zip(classes, counts, per_class) if min(pc) < 1
+    ]
     if too_small:
         desc = "; ".join(
             f"class {cls!r} has {n_c} member{'s' if n_c != 1 else ''} "
@@ -110,8 +112,7 @@ def _stratified_indices(y_codes, classes, val_size, test_size, rng):
     for code, (_, n_va, n_te) in enumerate(per_class):
         # Each class alone, exactly as train_test_split would split it: this is what
         # reproduces the reference table (210 -> 147/31/32).
-        for part, idx in zip(parts, _split_two(np.flatnonzero(y_codes == code), n_va, n_te,
-                                               rng)):
+        for part, idx in zip(parts, _split_two(np.flatnonzero(y_codes == code), n_va, n_te, rng)):
             part.append(idx)
     return [np.concatenate(p) for p in parts]
 
@@ -269,7 +270,7 @@ def train_val_test_split(
                 "grouped split needs shuffling. Pass shuffle=True."
             )
         idx = np.arange(n_samples)
-        parts = [idx[:n_train], idx[n_train:n_train + n_val], idx[n_train + n_val:]]
+        parts = [idx[:n_train], idx[n_train : n_train + n_val], idx[n_train + n_val :]]
     else:
         rng = check_random_state(random_state)
         if "groups" in labels:
@@ -283,9 +284,14 @@ def train_val_test_split(
                 classes, y_codes = labels["stratify"]
             else:
                 classes, y_codes = np.zeros(1), np.zeros(n_samples, dtype=int)
-            parts = _grouped_indices(y_codes, len(classes), group_codes.ravel(),
-                                     len(group_names), np.array([n_train, n_val, n_test]),
-                                     rng)
+            parts = _grouped_indices(
+                y_codes,
+                len(classes),
+                group_codes.ravel(),
+                len(group_names),
+                np.array([n_train, n_val, n_test]),
+                rng,
+            )
         elif "stratify" in labels:
             classes, y_codes = labels["stratify"]
             parts = _stratified_indices(y_codes.ravel(), classes, val_size, test_size, rng)
@@ -303,8 +309,9 @@ def train_val_test_split(
 # --------------------------------------------------------------------------------------
 
 
-def split_report(y_train, y_val, y_test, *, verbose: bool = True, file=None,
-                 as_frame: bool = False):
+def split_report(
+    y_train, y_val, y_test, *, verbose: bool = True, file=None, as_frame: bool = False
+):
     """Count each class in the train, validation and test parts, and print the counts.
 
     The printed text has one block per class, classes in sorted order, blocks separated
@@ -372,10 +379,12 @@ def split_report(y_train, y_val, y_test, *, verbose: bool = True, file=None,
         try:
             import pandas as pd
         except ImportError as exc:  # pragma: no cover - pandas is a dev dependency
-            raise ImportError("split_report(as_frame=True) needs pandas; "
-                              "install it or pass as_frame=False.") from exc
-        frame = pd.DataFrame.from_dict(counts, orient="index",
-                                       columns=["total", "train", "val", "test"])
+            raise ImportError(
+                "split_report(as_frame=True) needs pandas; install it or pass as_frame=False."
+            ) from exc
+        frame = pd.DataFrame.from_dict(
+            counts, orient="index", columns=["total", "train", "val", "test"]
+        )
         frame.index.name = "class"
         return frame
     return counts
@@ -394,8 +403,9 @@ def _gray_image(item, index: int) -> Image.Image:
                 im.load()
                 return _pil_gray(im)
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            raise ValueError(f"Could not decode image file {os.fspath(item)!r} "
-                             f"(X[{index}]): {exc}") from exc
+            raise ValueError(
+                f"Could not decode image file {os.fspath(item)!r} (X[{index}]): {exc}"
+            ) from exc
     if isinstance(item, Image.Image):
         return _pil_gray(item)
     arr = np.asarray(item)
@@ -403,8 +413,7 @@ def _gray_image(item, index: int) -> Image.Image:
         arr = arr[..., 0]
     elif arr.ndim == 3 and arr.shape[-1] in (3, 4):
         # ITU-R 601-2 luma, the weights of PIL's convert("L").
-        arr = arr[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114],
-                                                           dtype=np.float32)
+        arr = arr[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     if arr.ndim != 2 or arr.dtype.kind not in "biuf" or min(arr.shape) < 1:
         raise ValueError(
             f"X[{index}] is not an image: expected a file path, a PIL image or an array of "
@@ -439,9 +448,13 @@ def _thumbnails(image: Image.Image, size: int, boxes) -> np.ndarray:
         # keeps many crops cheap. Fractional boxes survive the change of aspect ratio.
         side = 4 * size
         small = image.resize((side, side), Image.BILINEAR)
-        out += [np.asarray(small.resize((size, size), Image.BILINEAR,
-                                        box=tuple(side * v for v in box)),
-                           dtype=np.float32).ravel() for box in boxes[1:]]
+        out += [
+            np.asarray(
+                small.resize((size, size), Image.BILINEAR, box=tuple(side * v for v in box)),
+                dtype=np.float32,
+            ).ravel()
+            for box in boxes[1:]
+        ]
     thumbs = np.stack(out)
     thumbs -= thumbs.mean(axis=1, keepdims=True)
     norms = np.linalg.norm(thumbs, axis=1, keepdims=True)
@@ -525,28 +538,34 @@ def find_near_duplicates(
     >>> [(i, j) for i, j, _ in pairs]
     [(0, 2)]
     """
-    if isinstance(threshold, (bool, np.bool_)) or not isinstance(threshold, numbers.Real) \
-            or not 0.0 < threshold <= 1.0:
+    if (
+        isinstance(threshold, (bool, np.bool_))
+        or not isinstance(threshold, numbers.Real)
+        or not 0.0 < threshold <= 1.0
+    ):
         raise ValueError(f"threshold must be a float in (0, 1], got {threshold!r}.")
-    for name, value, low in (("thumb_size", thumb_size, 4),
-                             ("crop_positions", crop_positions, 1)):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) \
-                or value < low:
+    for name, value, low in (("thumb_size", thumb_size, 4), ("crop_positions", crop_positions, 1)):
+        if (
+            isinstance(value, (bool, np.bool_))
+            or not isinstance(value, numbers.Integral)
+            or value < low
+        ):
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
     try:
         crop_scales = tuple(float(s) for s in crop_scales)
     except (TypeError, ValueError):
         crop_scales = None
     if crop_scales is None or not all(0.0 < s < 1.0 for s in crop_scales):
-        raise ValueError("crop_scales must be a tuple of floats in (0, 1), "
-                         f"got {crop_scales!r}.")
+        raise ValueError(f"crop_scales must be a tuple of floats in (0, 1), got {crop_scales!r}.")
     if isinstance(X, (str, os.PathLike, Image.Image)):
-        raise ValueError("X must be a sequence of images, got a single "
-                         f"{type(X).__name__}; wrap it in a list.")
+        raise ValueError(
+            f"X must be a sequence of images, got a single {type(X).__name__}; wrap it in a list."
+        )
 
     boxes = _crop_boxes(crop_scales, crop_positions)
-    thumbs = np.stack([_thumbnails(_gray_image(item, i), thumb_size, boxes)
-                       for i, item in enumerate(X)])  # (n, n_boxes, d)
+    thumbs = np.stack(
+        [_thumbnails(_gray_image(item, i), thumb_size, boxes) for i, item in enumerate(X)]
+    )  # (n, n_boxes, d)
     n, m, d = thumbs.shape
     whole = np.ascontiguousarray(thumbs[:, 0])
 
@@ -555,7 +574,7 @@ def find_near_duplicates(
     links: dict[tuple[int, int], float] = {}
     rows_per_block = max(1, 2**26 // (m * n))
     for start in range(0, n, rows_per_block):
-        block = thumbs[start:start + rows_per_block].reshape(-1, d) @ whole.T
+        block = thumbs[start : start + rows_per_block].reshape(-1, d) @ whole.T
         block = block.reshape(-1, m, n).max(axis=1)
         i, j = np.nonzero(block >= threshold - 1e-6)  # float32 slack for exact copies
         for a, b, s in zip((i + start).tolist(), j.tolist(), block[i, j].tolist()):
@@ -583,6 +602,8 @@ def find_near_duplicates(
 
     if not return_pairs:
         return groups
-    pairs = sorted(((a, b, round(min(s, 1.0), 6)) for (a, b), s in links.items()),
-                   key=lambda p: (-p[2], p[0], p[1]))
+    pairs = sorted(
+        ((a, b, round(min(s, 1.0), 6)) for (a, b), s in links.items()),
+        key=lambda p: (-p[2], p[0], p[1]),
+    )
     return groups, pairs

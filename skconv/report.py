@@ -85,8 +85,9 @@ def predict_with_proba(estimator, X) -> tuple[np.ndarray, np.ndarray | None]:
     else:
         Xt = X
     y_pred = np.asarray(estimator.predict(Xt))
-    proba = np.asarray(estimator.predict_proba(Xt)) if hasattr(estimator, "predict_proba") \
-        else None
+    proba = (
+        np.asarray(estimator.predict_proba(Xt)) if hasattr(estimator, "predict_proba") else None
+    )
     return y_pred, proba
 
 
@@ -262,8 +263,9 @@ def format_metrics(metrics: Mapping, *, title: str | None = None) -> str:
         [cls, _fmt(m["precision"]), _fmt(m["recall"]), _fmt(m["f1"]), str(m["support"])]
         for cls, m in metrics["per_class"].items()
     ]
-    lines += ["  " + line for line in text_table(
-        ["class", "precision", "recall", "f1", "support"], rows)]
+    lines += [
+        "  " + line for line in text_table(["class", "precision", "recall", "f1", "support"], rows)
+    ]
     return "\n".join(lines)
 
 
@@ -302,26 +304,37 @@ def _md_cell(value: Any) -> str:
 
 
 def _md_table(header: Sequence[Any], rows: Sequence[Sequence[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |",
-             "|" + "---|" * len(header)]
+    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
     return lines
 
 
 def _md_metrics(name: str, metrics: Mapping) -> list[str]:
     lines = [f"## {name} ({metrics['n_samples']} images)", ""]
-    lines += _md_table(["metric", "value"],
-                       [[label, _fmt(metrics[key])] for key, label in HEADLINE.items()])
+    lines += _md_table(
+        ["metric", "value"], [[label, _fmt(metrics[key])] for key, label in HEADLINE.items()]
+    )
     lines += ["", "Per class:", ""]
     lines += _md_table(
         ["class", "precision", "recall", "F1", "ROC AUC (one-vs-rest)", "support"],
-        [[cls, _fmt(m["precision"]), _fmt(m["recall"]), _fmt(m["f1"]), _fmt(m["roc_auc"]),
-          m["support"]] for cls, m in metrics["per_class"].items()],
+        [
+            [
+                cls,
+                _fmt(m["precision"]),
+                _fmt(m["recall"]),
+                _fmt(m["f1"]),
+                _fmt(m["roc_auc"]),
+                m["support"],
+            ]
+            for cls, m in metrics["per_class"].items()
+        ],
     )
     labels = [str(c) for c in metrics["labels"]]
     lines += ["", "Confusion matrix (rows: true class, columns: predicted class):", ""]
-    lines += _md_table(["true \\ predicted", *labels],
-                       [[cls, *row] for cls, row in zip(labels, metrics["confusion_matrix"])])
+    lines += _md_table(
+        ["true \\ predicted", *labels],
+        [[cls, *row] for cls, row in zip(labels, metrics["confusion_matrix"])],
+    )
     return lines + [""]
 
 

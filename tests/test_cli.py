@@ -25,8 +25,11 @@ FIT_FILES = ["confusion_matrix.png", "metrics.json", "model.joblib", "report.md"
 
 
 def _tree(root: Path) -> dict:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _run(*argv) -> tuple[int, str, str]:
@@ -48,8 +51,9 @@ def _assert_valid_png(path: Path) -> None:
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     """8 synthetic images per class, 64 px, one folder per class."""
-    return make_ultrasound_folder(tmp_path_factory.mktemp("data") / "us", n_per_class=8,
-                                  image_size=64, random_state=0)
+    return make_ultrasound_folder(
+        tmp_path_factory.mktemp("data") / "us", n_per_class=8, image_size=64, random_state=0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +78,10 @@ def test_fit_writes_every_file(fitted, images):
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no staging left
 
     # the reference split table, the reports and the progress bar
-    assert "Class: benign\nTotal files: 8\nTraining files: 5\nValidation files: 1\n" \
-           "Test files: 2" in stdout
+    assert (
+        "Class: benign\nTotal files: 8\nTraining files: 5\nValidation files: 1\n"
+        "Test files: 2" in stdout
+    )
     assert "Validation (3 images)" in stdout and "Test (6 images)" in stdout
     assert "features (squeezenet1_1_caffe)" in stderr and "img/s" in stderr
 
@@ -83,8 +89,7 @@ def test_fit_writes_every_file(fitted, images):
     assert metrics["classes"] == ["benign", "malignant", "normal"]
     assert metrics["model"]["mode"] == "features"
     assert metrics["model"]["backbone"]["name"] == BACKBONE
-    assert metrics["split"]["counts"]["normal"] == {"total": 8, "train": 5, "val": 1,
-                                                    "test": 2}
+    assert metrics["split"]["counts"]["normal"] == {"total": 8, "train": 5, "val": 1, "test": 2}
     for part in ("val", "test"):
         m = metrics[part]
         for key in ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc_ovr_macro"):
@@ -94,10 +99,15 @@ def test_fit_writes_every_file(fitted, images):
 
     report = (out / "report.md").read_text()
     assert "Class: malignant\nTotal files: 8\nTraining files: 5" in report
-    for text in ("| accuracy |", "| balanced accuracy |", "| macro-F1 |",
-                 "| macro ROC AUC (one-vs-rest) |", "| class | precision | recall |",
-                 "| true \\ predicted | benign | malignant | normal |",
-                 "![Confusion matrix, test part](confusion_matrix.png)"):
+    for text in (
+        "| accuracy |",
+        "| balanced accuracy |",
+        "| macro-F1 |",
+        "| macro ROC AUC (one-vs-rest) |",
+        "| class | precision | recall |",
+        "| true \\ predicted | benign | malignant | normal |",
+        "![Confusion matrix, test part](confusion_matrix.png)",
+    ):
         assert text in report
     _assert_valid_png(out / "confusion_matrix.png")
 
@@ -111,8 +121,9 @@ def test_predict_reproduces_the_model(fitted, images, tmp_path, capsys):
 
     csv_path = tmp_path / "pred.csv"
     # a file and a folder (expanded, sorted); the output folder in place of model.joblib
-    assert main(["predict", str(out), single, str(images / "malignant"), "--csv",
-                 str(csv_path)]) == 0
+    assert (
+        main(["predict", str(out), single, str(images / "malignant"), "--csv", str(csv_path)]) == 0
+    )
     stdout = capsys.readouterr().out
     assert stdout.splitlines()[0].split() == ["file", "class", "benign", "malignant", "normal"]
     with open(csv_path, newline="") as f:
@@ -125,8 +136,20 @@ def test_predict_reproduces_the_model(fitted, images, tmp_path, capsys):
     assert first[:2] == [paths[0], expected[0]]
 
     # files keep the order given; an existing CSV is replaced only when asked
-    assert main(["predict", str(out / "model.joblib"), paths[5], paths[0], "--csv",
-                 str(csv_path), "--overwrite"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(out / "model.joblib"),
+                paths[5],
+                paths[0],
+                "--csv",
+                str(csv_path),
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
     with open(csv_path, newline="") as f:
         assert [r["path"] for r in csv.DictReader(f)] == [paths[5], paths[0]]
     assert main(["predict", str(out), paths[0], "--csv", str(csv_path)]) == 2
@@ -138,15 +161,19 @@ def test_split_then_fit_on_the_split_folders(images, tmp_path, capsys):
     dst = tmp_path / "split"
     assert main(["split", str(images), str(dst), "--seed", "1"]) == 0
     stdout = capsys.readouterr().out
-    assert "Class: normal\nTotal files: 8\nTraining files: 5\nValidation files: 1\n" \
-           "Test files: 2" in stdout
+    assert (
+        "Class: normal\nTotal files: 8\nTraining files: 5\nValidation files: 1\n"
+        "Test files: 2" in stdout
+    )
     assert sorted(p.name for p in dst.iterdir()) == ["manifest.csv", "test", "train", "val"]
     assert len(list((dst / "test" / "benign").iterdir())) == 2
     assert _tree(images) == before
 
     out = tmp_path / "run"
-    assert main(["fit", str(dst), "--backbone", BACKBONE, "--image-size", "64",
-                 "--out", str(out)]) == 0
+    assert (
+        main(["fit", str(dst), "--backbone", BACKBONE, "--image-size", "64", "--out", str(out)])
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["split"]["method"].startswith("as given in")
     assert metrics["test"]["n_samples"] == 6 and metrics["model"]["image_size"] == 64
@@ -154,8 +181,22 @@ def test_split_then_fit_on_the_split_folders(images, tmp_path, capsys):
 
 def test_fit_finetune(images, tmp_path, capsys):
     out = tmp_path / "ft"
-    code = main(["fit", str(images), "--mode", "finetune", "--epochs", "1", "--backbone",
-                 BACKBONE, "--image-size", "64", "--out", str(out)])
+    code = main(
+        [
+            "fit",
+            str(images),
+            "--mode",
+            "finetune",
+            "--epochs",
+            "1",
+            "--backbone",
+            BACKBONE,
+            "--image-size",
+            "64",
+            "--out",
+            str(out),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert sorted(p.name for p in out.iterdir()) == sorted(FIT_FILES + ["learning_curves.png"])
@@ -176,11 +217,27 @@ def test_fit_finetune(images, tmp_path, capsys):
 
 def test_fit_with_near_duplicate_groups(images, tmp_path, capsys):
     out = tmp_path / "g"
-    assert main(["fit", str(images), "--backbone", BACKBONE, "--image-size", "32",
-                 "--group-duplicates", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                str(images),
+                "--backbone",
+                BACKBONE,
+                "--image-size",
+                "32",
+                "--group-duplicates",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "Near-duplicates:" in capsys.readouterr().out
-    assert "near-duplicate groups kept" in json.loads(
-        (out / "metrics.json").read_text())["split"]["method"]
+    assert (
+        "near-duplicate groups kept"
+        in json.loads((out / "metrics.json").read_text())["split"]["method"]
+    )
 
 
 # -- errors ------------------------------------------------------------------------------
@@ -210,54 +267,110 @@ def _error_cases(images, fitted, root):
         "empty folder": (["fit", str(root / "empty")], 1, "empty.*is empty"),
         "no class folders": (["fit", str(root / "loose")], 1, "no images in class folders"),
         "train without val": (["fit", str(root / "partsplit")], 1, "has train but no val"),
-        "unknown backbone": (["fit", str(images), "--backbone", "resnet5O"], 2,
-                             "--backbone: Unknown backbone 'resnet5O'. Did you mean resnet50"),
-        "out not empty": (["fit", str(images), "--out", str(root / "full")], 2,
-                          "--out '.*full' exists and is not empty"),
-        "out inside data": (["fit", str(images), "--out", str(images / "run")], 2,
-                            "--out '.*run' lies inside DATA"),
-        "bad fraction": (["fit", str(images), "--val", "1.5"], 2,
-                         "argument --val: must be a fraction in \\(0, 1\\)"),
-        "fractions sum": (["split", str(images), str(root / "s"), "--val", "0.5", "--test",
-                           "0.5"], 2, "sum to 1"),
-        "epochs in features mode": (["fit", str(images), "--epochs", "2"], 2,
-                                    "--epochs applies to --mode finetune only"),
-        "split options on split data": (["fit", str(fitted[1]), "--test", "0.2"], 2,
-                                        "--test apply when DATA is split here"),
-        "unknown option": (["fit", str(images), "--bogus"], 2,
-                           "unrecognized arguments: --bogus \\(see 'skconv fit --help'\\)"),
+        "unknown backbone": (
+            ["fit", str(images), "--backbone", "resnet5O"],
+            2,
+            "--backbone: Unknown backbone 'resnet5O'. Did you mean resnet50",
+        ),
+        "out not empty": (
+            ["fit", str(images), "--out", str(root / "full")],
+            2,
+            "--out '.*full' exists and is not empty",
+        ),
+        "out inside data": (
+            ["fit", str(images), "--out", str(images / "run")],
+            2,
+            "--out '.*run' lies inside DATA",
+        ),
+        "bad fraction": (
+            ["fit", str(images), "--val", "1.5"],
+            2,
+            "argument --val: must be a fraction in \\(0, 1\\)",
+        ),
+        "fractions sum": (
+            ["split", str(images), str(root / "s"), "--val", "0.5", "--test", "0.5"],
+            2,
+            "sum to 1",
+        ),
+        "epochs in features mode": (
+            ["fit", str(images), "--epochs", "2"],
+            2,
+            "--epochs applies to --mode finetune only",
+        ),
+        "split options on split data": (
+            ["fit", str(fitted[1]), "--test", "0.2"],
+            2,
+            "--test apply when DATA is split here",
+        ),
+        "unknown option": (
+            ["fit", str(images), "--bogus"],
+            2,
+            "unrecognized arguments: --bogus \\(see 'skconv fit --help'\\)",
+        ),
         "no verb": ([], 2, "choose a verb"),
         "unknown verb": (["train"], 2, "invalid choice: 'train'"),
-        "split missing src": (["split", str(root / "nope"), str(root / "s")], 2,
-                              "SRC '.*nope' does not exist"),
-        "split dst not empty": (["split", str(images), str(root / "full")], 2,
-                                "DST '.*full' exists and is not empty"),
-        "split dst in src": (["split", str(images), str(images / "split")], 2,
-                             "lies inside SRC"),
-        "predict missing model": (["predict", str(root / "m.joblib"), image], 2,
-                                  "MODEL '.*m.joblib' does not exist"),
-        "predict missing image": (["predict", model, str(root / "x.png")], 2,
-                                  "IMAGES '.*x.png' does not exist"),
-        "predict empty folder": (["predict", model, str(root / "empty")], 1,
-                                 "IMAGES folder '.*empty' holds no image files"),
+        "split missing src": (
+            ["split", str(root / "nope"), str(root / "s")],
+            2,
+            "SRC '.*nope' does not exist",
+        ),
+        "split dst not empty": (
+            ["split", str(images), str(root / "full")],
+            2,
+            "DST '.*full' exists and is not empty",
+        ),
+        "split dst in src": (["split", str(images), str(images / "split")], 2, "lies inside SRC"),
+        "predict missing model": (
+            ["predict", str(root / "m.joblib"), image],
+            2,
+            "MODEL '.*m.joblib' does not exist",
+        ),
+        "predict missing image": (
+            ["predict", model, str(root / "x.png")],
+            2,
+            "IMAGES '.*x.png' does not exist",
+        ),
+        "predict empty folder": (
+            ["predict", model, str(root / "empty")],
+            1,
+            "IMAGES folder '.*empty' holds no image files",
+        ),
         "predict not a model": (["predict", image, image], 1, "Cannot load MODEL '.*png'"),
         "backbones no match": (["backbones", "nothing*"], 2, "no backbone matches PATTERN"),
     }
 
 
-CASES = ["missing data", "data is a file", "empty folder", "no class folders",
-         "train without val", "unknown backbone", "out not empty", "out inside data",
-         "bad fraction",
-         "fractions sum", "epochs in features mode", "split options on split data",
-         "unknown option", "no verb",
-         "unknown verb", "split missing src", "split dst not empty", "split dst in src",
-         "predict missing model", "predict missing image", "predict empty folder",
-         "predict not a model", "backbones no match"]
+CASES = [
+    "missing data",
+    "data is a file",
+    "empty folder",
+    "no class folders",
+    "train without val",
+    "unknown backbone",
+    "out not empty",
+    "out inside data",
+    "bad fraction",
+    "fractions sum",
+    "epochs in features mode",
+    "split options on split data",
+    "unknown option",
+    "no verb",
+    "unknown verb",
+    "split missing src",
+    "split dst not empty",
+    "split dst in src",
+    "predict missing model",
+    "predict missing image",
+    "predict empty folder",
+    "predict not a model",
+    "backbones no match",
+]
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_errors_are_one_line_with_a_status_and_write_nothing(case, images, fitted, workdir,
-                                                             tmp_path, capsys):
+def test_errors_are_one_line_with_a_status_and_write_nothing(
+    case, images, fitted, workdir, tmp_path, capsys
+):
     import re
 
     root = tmp_path / "inputs"
@@ -284,8 +397,23 @@ def test_a_failing_fit_leaves_nothing(images, tmp_path, capsys):
             (data / cls / src.name).write_bytes(src.read_bytes())
     (data / "normal" / "normal_000.png").write_bytes(b"not a png")  # fails at decoding
     out = tmp_path / "deep" / "out"
-    assert main(["fit", str(data), "--backbone", BACKBONE, "--image-size", "32",
-                 "--seed", "3", "--out", str(out)]) == 1
+    assert (
+        main(
+            [
+                "fit",
+                str(data),
+                "--backbone",
+                BACKBONE,
+                "--image-size",
+                "32",
+                "--seed",
+                "3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1].startswith("skconv: error: ")
     assert "normal_000.png" in err and "Traceback" not in err
@@ -360,15 +488,22 @@ def test_demo_console_script_runs_offline(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site"), "HF_HUB_OFFLINE": "1"}
     probe = subprocess.run(
         [sys.executable, "-c", "import socket; socket.create_connection(('pypi.org', 443))"],
-        env=env, capture_output=True, text=True, timeout=60)
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert "network disabled" in probe.stderr  # the guard is in force
 
-    result = subprocess.run([str(script), "demo"], env=env, cwd=tmp_path, capture_output=True,
-                            text=True, timeout=180)
+    result = subprocess.run(
+        [str(script), "demo"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "Class: benign\nTotal files: 30\nTraining files: 21\nValidation files: 4\n" \
-           "Test files: 5" in out
+    assert (
+        "Class: benign\nTotal files: 30\nTraining files: 21\nValidation files: 4\n"
+        "Test files: 5" in out
+    )
     assert "Test (15 images)" in out
     accuracy = [line for line in out.splitlines() if line.strip().startswith("accuracy")]
     assert len(accuracy) == 2 and 0.0 <= float(accuracy[-1].split()[-1]) <= 1.0

@@ -33,8 +33,9 @@ def _run(*argv) -> tuple[int, str, str]:
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     """4 synthetic 48-px images per class, one folder per class."""
-    return make_ultrasound_folder(tmp_path_factory.mktemp("data") / "us", n_per_class=4,
-                                  image_size=48, random_state=0)
+    return make_ultrasound_folder(
+        tmp_path_factory.mktemp("data") / "us", n_per_class=4, image_size=48, random_state=0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +50,9 @@ def model(images, tmp_path_factory):
 def test_explain_writes_one_overlay_per_image(images, model, tmp_path):
     landscape = tmp_path / "in" / "wide.png"
     landscape.parent.mkdir()
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 90), dtype=np.uint8)
-                    ).save(landscape)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 90), dtype=np.uint8)).save(
+        landscape
+    )
     out = tmp_path / "maps"
     code, stdout, stderr = _run("explain", model, images / "benign", landscape, "--out", out)
     assert code == 0, stderr
@@ -73,8 +75,21 @@ def test_explain_writes_one_overlay_per_image(images, model, tmp_path):
 
 def test_explain_target_and_options(images, model, tmp_path):
     out = tmp_path / "maps"
-    code, _, stderr = _run("explain", model, images / "normal", "--out", out, "--target",
-                           "malignant", "--alpha", "1", "--colormap", "gray", "--shift", "2")
+    code, _, stderr = _run(
+        "explain",
+        model,
+        images / "normal",
+        "--out",
+        out,
+        "--target",
+        "malignant",
+        "--alpha",
+        "1",
+        "--colormap",
+        "gray",
+        "--shift",
+        "2",
+    )
     assert code == 0, stderr
     with open(out / "explain.csv", newline="") as handle:
         assert {r["explained"] for r in csv.DictReader(handle)} == {"malignant"}
@@ -90,22 +105,27 @@ def test_explain_names_same_stems_apart(model, tmp_path):
     out = tmp_path / "maps"
     code, _, stderr = _run("explain", model, tmp_path / "a", tmp_path / "b", "--out", out)
     assert code == 0, stderr
-    assert sorted(p.name for p in out.iterdir()) == ["explain.csv", "scan_heatmap-2.png",
-                                                     "scan_heatmap.png"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "explain.csv",
+        "scan_heatmap-2.png",
+        "scan_heatmap.png",
+    ]
 
 
 @pytest.mark.parametrize(
     "extra, status, message",
     [
-        (["--target", "cyst"], 2, "--target 'cyst' is not a class of MODEL; its classes are "
-                                  "benign, malignant, normal."),
+        (
+            ["--target", "cyst"],
+            2,
+            "--target 'cyst' is not a class of MODEL; its classes are benign, malignant, normal.",
+        ),
         (["--alpha", "1.5"], 2, "argument --alpha: must be a number in [0, 1], got '1.5'"),
         (["--colormap", "rainbowz"], 2, "--colormap 'rainbowz' is not a matplotlib colormap"),
         (["--shift", "-1"], 2, "argument --shift: must be an integer >= 0"),
     ],
 )
-def test_explain_bad_options_fail_in_one_line(images, model, tmp_path, extra, status,
-                                              message):
+def test_explain_bad_options_fail_in_one_line(images, model, tmp_path, extra, status, message):
     out = tmp_path / "maps"
     code, stdout, stderr = _run("explain", model, images / "benign", "--out", out, *extra)
     assert code == status
@@ -126,8 +146,9 @@ def test_explain_refuses_a_non_empty_out(images, model, tmp_path):
 
 def test_explain_refuses_a_model_it_cannot_explain(images, tmp_path):
     data = load_image_folder(images)
-    forest = make_pipeline(ConvFeatureTransformer(**TINY), RandomForestClassifier(
-        n_estimators=3, random_state=0)).fit(data.paths, data.target)
+    forest = make_pipeline(
+        ConvFeatureTransformer(**TINY), RandomForestClassifier(n_estimators=3, random_state=0)
+    ).fit(data.paths, data.target)
     path = tmp_path / "forest.joblib"
     joblib.dump(forest, path)
     out = tmp_path / "maps"

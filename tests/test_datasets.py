@@ -18,8 +18,11 @@ from skconv.datasets import (
 
 
 def _busi_root():
-    root = Path(os.environ.get("SKCONV_BUSI", "")) if os.environ.get("SKCONV_BUSI") \
+    root = (
+        Path(os.environ.get("SKCONV_BUSI", ""))
+        if os.environ.get("SKCONV_BUSI")
         else Path(__file__).resolve().parents[2] / "shared" / "datasets" / "busi"
+    )
     return root if root.is_dir() else None
 
 
@@ -27,8 +30,11 @@ BUSI = _busi_root()
 
 
 def _tree_hash(root: Path) -> dict:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -71,8 +77,10 @@ def test_load_image_folder_errors(tmp_path):
         load_image_folder(tmp_path / "empty")
     (tmp_path / "noimg" / "cats").mkdir(parents=True)
     (tmp_path / "noimg" / "cats" / "a.txt").write_text("x")
-    with pytest.warns(UserWarning, match="holds no images"), \
-            pytest.raises(ValueError, match=r"'.*noimg' holds no images in class folders"):
+    with (
+        pytest.warns(UserWarning, match="holds no images"),
+        pytest.raises(ValueError, match=r"'.*noimg' holds no images in class folders"),
+    ):
         load_image_folder(tmp_path / "noimg")
     (tmp_path / "flat").mkdir()
     Image.new("L", (8, 8)).save(tmp_path / "flat" / "a.png")
@@ -108,11 +116,10 @@ def test_split_folders_copies_and_leaves_source_untouched(image_folder, tmp_path
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["part", "class", "source", "destination"]
     data = load_image_folder(image_folder)
-    assert sorted(r["source"] for r in rows) == sorted(str(Path(p).resolve())
-                                                       for p in data.paths)
+    assert sorted(r["source"] for r in rows) == sorted(str(Path(p).resolve()) for p in data.paths)
     for r in rows:
         copy = dst / r["destination"]
-        assert copy.parts[-len(Path(r["destination"]).parts):][:2] == (r["part"], r["class"])
+        assert copy.parts[-len(Path(r["destination"]).parts) :][:2] == (r["part"], r["class"])
         assert copy.read_bytes() == Path(r["source"]).read_bytes()
     # Sub-folders of a class folder are kept under the class.
     assert any(r["destination"].endswith("/normal/extra/deep.JPG") for r in rows)
@@ -153,8 +160,9 @@ def test_split_folders_interrupted_leaves_nothing(image_folder, tmp_path, monkey
 
 
 def test_split_folders_groups(image_folder, tmp_path):
-    dst = split_folders(image_folder, tmp_path / "dup", groups="duplicates", random_state=0,
-                        verbose=False)
+    dst = split_folders(
+        image_folder, tmp_path / "dup", groups="duplicates", random_state=0, verbose=False
+    )
     assert (dst / "manifest.csv").exists()
     with pytest.raises(ValueError, match=r"groups must be None, 'duplicates'"):
         split_folders(image_folder, tmp_path / "x", groups="dups", verbose=False)
@@ -193,11 +201,9 @@ def test_make_ultrasound_not_separable_by_mean_intensity():
 
 
 def test_make_ultrasound_folder(tmp_path):
-    root = make_ultrasound_folder(tmp_path / "us", n_per_class=3, image_size=32,
-                                  random_state=0)
+    root = make_ultrasound_folder(tmp_path / "us", n_per_class=3, image_size=32, random_state=0)
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
-    assert files[:3] == ["benign/benign_001.png", "benign/benign_002.png",
-                         "benign/benign_003.png"]
+    assert files[:3] == ["benign/benign_001.png", "benign/benign_002.png", "benign/benign_003.png"]
     assert len(files) == 9
     X, _ = make_ultrasound(3, 32, random_state=0)
     assert np.array_equal(np.asarray(Image.open(root / "benign" / "benign_001.png")), X[0])

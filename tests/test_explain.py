@@ -64,9 +64,16 @@ def pipeline(blobs):
 def finetuned(blobs):
     (X, y, _), _ = blobs
     # Packaged ImageNet weights: a few epochs teach it the blob.
-    clf = FineTuneClassifier("squeezenet1_1_caffe", image_size=64, max_epochs=3,
-                             train_split=None, patience=None, augment=None, batch_size=8,
-                             random_state=0)
+    clf = FineTuneClassifier(
+        "squeezenet1_1_caffe",
+        image_size=64,
+        max_epochs=3,
+        train_split=None,
+        patience=None,
+        augment=None,
+        batch_size=8,
+        random_state=0,
+    )
     return clf.fit(X, y)
 
 
@@ -81,8 +88,7 @@ def small_images():
 
 
 @pytest.mark.parametrize("model", ["pipeline", "finetuned"])
-def test_maps_have_the_image_shape_lie_in_0_1_and_are_deterministic(model, request,
-                                                                     tmp_path):
+def test_maps_have_the_image_shape_lie_in_0_1_and_are_deterministic(model, request, tmp_path):
     estimator = request.getfixturevalue(model)
     rng = np.random.default_rng(2)
     portrait = rng.integers(0, 256, (90, 47), dtype=np.uint8)
@@ -162,8 +168,9 @@ def _decision(clf, X) -> np.ndarray:
     ],
     ids=["logistic-binary", "logistic", "svc+scaler", "ridge+scaler+tta-binary", "two-stages"],
 )
-def test_cam_mean_plus_intercept_is_the_decision_function(small_images, features, head,
-                                                          scaler, n_classes):
+def test_cam_mean_plus_intercept_is_the_decision_function(
+    small_images, features, head, scaler, n_classes
+):
     X, y = small_images
     y = y if n_classes == 3 else np.where(y == "a", "a", "b")
     steps = [ConvFeatureTransformer(**TINY, **features)]
@@ -175,8 +182,9 @@ def test_cam_mean_plus_intercept_is_the_decision_function(small_images, features
     decision = _decision(clf, X)
     for k, label in enumerate(clf.classes_):
         raw = heatmaps(clf, X, target=label, normalize=False, resize=False)
-        np.testing.assert_allclose([m.mean() for m in raw], decision[:, k] - intercept[k],
-                                   atol=1e-4)
+        np.testing.assert_allclose(
+            [m.mean() for m in raw], decision[:, k] - intercept[k], atol=1e-4
+        )
 
 
 def test_gradcam_mean_plus_bias_is_the_logit(finetuned, blobs):
@@ -197,8 +205,9 @@ def test_gradcam_mean_plus_bias_is_the_logit(finetuned, blobs):
 @pytest.mark.parametrize("pooling", ["max", "gem", "avgmax"])
 def test_other_poolings_are_explained_by_gradcam(small_images, pooling):
     X, y = small_images
-    clf = make_pipeline(ConvFeatureTransformer(**TINY, pooling=pooling),
-                        LogisticRegression(max_iter=500)).fit(X, y)
+    clf = make_pipeline(
+        ConvFeatureTransformer(**TINY, pooling=pooling), LogisticRegression(max_iter=500)
+    ).fit(X, y)
     maps = heatmaps(clf, X[:3])
     assert [m.shape for m in maps] == [(40, 56)] * 3
     assert all(0 <= m.min() and m.max() <= 1 for m in maps)
@@ -222,8 +231,11 @@ def test_target_one_label_or_one_per_image(pipeline, blobs):
     each = heatmaps(pipeline, X[:3], target=["none", "none", "none"])
     for a, b in zip(one, each):
         np.testing.assert_array_equal(a, b)
-    with pytest.raises(ValueError, match=r"does not know: 'cat'; its classes are "
-                                         r"\['blob', 'none'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"does not know: 'cat'; its classes are "
+        r"\['blob', 'none'\]",
+    ):
         heatmaps(pipeline, X[:3], target="cat")
     with pytest.raises(ValueError, match=r"one label per image \(3\)"):
         heatmaps(pipeline, X[:3], target=["blob", "none"])
@@ -260,17 +272,20 @@ def test_a_map_over_the_crop_lands_where_the_crop_came_from(size):
 
 def test_unsupported_estimators_are_refused(small_images):
     X, y = small_images
-    with pytest.raises(TypeError, match="explains a fitted FineTuneClassifier, or a fitted "
-                                        "Pipeline.*got a LogisticRegression"):
+    with pytest.raises(
+        TypeError,
+        match="explains a fitted FineTuneClassifier, or a fitted "
+        "Pipeline.*got a LogisticRegression",
+    ):
         heatmaps(LogisticRegression(), X)
     with pytest.raises(TypeError, match="not a ConvFeatureTransformer alone"):
         heatmaps(ConvFeatureTransformer(**TINY), X)
-    with pytest.raises(TypeError, match="linear classifier.*'randomforestclassifier' is a "
-                                        "RandomForestClassifier"):
+    with pytest.raises(
+        TypeError, match="linear classifier.*'randomforestclassifier' is a RandomForestClassifier"
+    ):
         heatmaps(make_pipeline(ConvFeatureTransformer(**TINY), RandomForestClassifier()), X)
     with pytest.raises(TypeError, match="only a StandardScaler.*step 'pca' is a PCA"):
-        heatmaps(make_pipeline(ConvFeatureTransformer(**TINY), PCA(), LogisticRegression()),
-                 X)
+        heatmaps(make_pipeline(ConvFeatureTransformer(**TINY), PCA(), LogisticRegression()), X)
     with pytest.raises(TypeError, match="steps are StandardScaler, LogisticRegression"):
         heatmaps(make_pipeline(StandardScaler(), LogisticRegression()), X)
     dummy = make_pipeline(ConvFeatureTransformer(**TINY), DummyClassifier()).fit(X, y)
@@ -280,8 +295,7 @@ def test_unsupported_estimators_are_refused(small_images):
 
 def test_unfitted_estimators_are_refused(small_images):
     X, _ = small_images
-    pipe = Pipeline([("features", ConvFeatureTransformer(**TINY)),
-                     ("head", LogisticRegression())])
+    pipe = Pipeline([("features", ConvFeatureTransformer(**TINY)), ("head", LogisticRegression())])
     with pytest.raises(NotFittedError, match="step 'features'.*call fit before heatmaps"):
         heatmaps(pipe, X)
     with pytest.raises(NotFittedError, match="FineTuneClassifier is not fitted yet"):
@@ -289,8 +303,11 @@ def test_unfitted_estimators_are_refused(small_images):
 
 
 def test_token_maps_are_refused_by_name():
-    with pytest.raises(ValueError, match=r"backbone 'timm/vit_tiny' gives shape \(2, 197, 192\) "
-                                         r"\(tokens, not a spatial grid\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"backbone 'timm/vit_tiny' gives shape \(2, 197, 192\) "
+        r"\(tokens, not a spatial grid\)",
+    ):
         _check_maps([torch.zeros(2, 197, 192)], "timm/vit_tiny")
 
 
@@ -322,8 +339,11 @@ def test_overlay_blends_the_colormap_into_the_image():
 
 def test_overlay_refuses_a_map_that_does_not_fit():
     image = np.zeros((20, 30), dtype=np.uint8)
-    with pytest.raises(ValueError, match=r"heatmap has shape \(30, 20\) but the image is "
-                                         r"20 x 30"):
+    with pytest.raises(
+        ValueError,
+        match=r"heatmap has shape \(30, 20\) but the image is "
+        r"20 x 30",
+    ):
         overlay(image, np.zeros((30, 20)))
     with pytest.raises(ValueError, match=r"lie in \[0, 1\]"):
         overlay(image, np.full((20, 30), 1.5))

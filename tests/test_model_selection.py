@@ -15,17 +15,24 @@ from skconv.model_selection import find_near_duplicates, split_report, train_val
 
 
 def _busi_root():
-    root = Path(os.environ.get("SKCONV_BUSI", "")) if os.environ.get("SKCONV_BUSI") \
+    root = (
+        Path(os.environ.get("SKCONV_BUSI", ""))
+        if os.environ.get("SKCONV_BUSI")
         else Path(__file__).resolve().parents[2] / "shared" / "datasets" / "busi"
+    )
     return root if root.is_dir() else None
 
 
 BUSI = _busi_root()
-needs_busi = pytest.mark.skipif(BUSI is None, reason="BUSI data set not found "
-                                "(set SKCONV_BUSI to its folder)")
+needs_busi = pytest.mark.skipif(
+    BUSI is None, reason="BUSI data set not found (set SKCONV_BUSI to its folder)"
+)
 
-REFERENCE = {"malignant": (210, 147, 31, 32), "benign": (438, 306, 66, 66),
-             "normal": (133, 93, 20, 20)}
+REFERENCE = {
+    "malignant": (210, 147, 31, 32),
+    "benign": (438, 306, 66, 66),
+    "normal": (133, 93, 20, 20),
+}
 
 REFERENCE_REPORT = """\
 Class: benign
@@ -61,14 +68,16 @@ def test_reference_table_exact(random_state):
     y = _reference_labels()
     y_tr, y_va, y_te = train_val_test_split(y, stratify=y, random_state=random_state)
     for cls, (_, n_tr, n_va, n_te) in REFERENCE.items():
-        assert (np.sum(y_tr == cls), np.sum(y_va == cls), np.sum(y_te == cls)) == \
-            (n_tr, n_va, n_te)
+        assert (np.sum(y_tr == cls), np.sum(y_va == cls), np.sum(y_te == cls)) == (
+            n_tr,
+            n_va,
+            n_te,
+        )
 
 
 def test_reference_437_benign():
     y = np.array(["benign"] * 437 + ["malignant"] * 210 + ["normal"] * 133)
-    counts = split_report(*train_val_test_split(y, stratify=y, random_state=0),
-                          verbose=False)
+    counts = split_report(*train_val_test_split(y, stratify=y, random_state=0), verbose=False)
     assert counts["benign"] == {"total": 437, "train": 305, "val": 66, "test": 66}
     assert counts["malignant"] == {"total": 210, "train": 147, "val": 31, "test": 32}
     assert counts["normal"] == {"total": 133, "train": 93, "val": 20, "test": 20}
@@ -104,7 +113,8 @@ def test_parts_disjoint_and_complete_for_every_array():
     y = list(range(n))
     w = np.arange(n) * 10
     X_tr, X_va, X_te, y_tr, y_va, y_te, w_tr, w_va, w_te = train_val_test_split(
-        X, y, w, random_state=0)
+        X, y, w, random_state=0
+    )
     assert isinstance(y_tr, list)
     ids = [X_tr[:, 0] // 2, X_va[:, 0] // 2, X_te[:, 0] // 2]
     assert sorted(np.concatenate(ids).tolist()) == list(range(n))
@@ -125,19 +135,22 @@ def test_same_random_state_same_split_and_other_state_differs():
 def test_dataframe_input():
     pd = pytest.importorskip("pandas")
     df = pd.DataFrame({"x": range(40), "label": ["a", "b"] * 20}, index=range(100, 140))
-    df_tr, df_va, df_te = train_val_test_split(df, stratify=df["label"], random_state=0,
-                                               val_size=0.25, test_size=0.25)
+    df_tr, df_va, df_te = train_val_test_split(
+        df, stratify=df["label"], random_state=0, val_size=0.25, test_size=0.25
+    )
     assert all(isinstance(p, pd.DataFrame) for p in (df_tr, df_va, df_te))
-    assert sorted(df_tr.index.tolist() + df_va.index.tolist() + df_te.index.tolist()) == \
-        list(range(100, 140))
+    assert sorted(df_tr.index.tolist() + df_va.index.tolist() + df_te.index.tolist()) == list(
+        range(100, 140)
+    )
     assert (df_te["label"] == "a").sum() == 5 and (df_va["label"] == "b").sum() == 5
 
 
 @pytest.mark.parametrize("stratify", [False, True])
 def test_count_sizes(stratify):
     y = np.array(["a"] * 60 + ["b"] * 30 + ["c"] * 10)
-    y_tr, y_va, y_te = train_val_test_split(y, val_size=20, test_size=10, random_state=0,
-                                            stratify=y if stratify else None)
+    y_tr, y_va, y_te = train_val_test_split(
+        y, val_size=20, test_size=10, random_state=0, stratify=y if stratify else None
+    )
     assert (len(y_tr), len(y_va), len(y_te)) == (70, 20, 10)
     if stratify:
         assert [np.sum(y_va == c) for c in "abc"] == [12, 6, 2]
@@ -155,8 +168,7 @@ def test_groups_with_stratify_keep_proportions():
     sizes = np.concatenate([rng.integers(2, 6, size=40), np.ones(300, dtype=int)])
     groups = np.repeat(np.arange(len(sizes)), sizes)
     y = rng.choice(["a", "b", "c"], p=[0.55, 0.3, 0.15], size=len(sizes))[groups]
-    parts = train_val_test_split(np.arange(len(y)), stratify=y, groups=groups,
-                                 random_state=0)
+    parts = train_val_test_split(np.arange(len(y)), stratify=y, groups=groups, random_state=0)
     whole = np.array([np.mean(y == c) for c in "abc"])
     for p in parts:
         assert np.abs(np.array([np.mean(y[p] == c) for c in "abc"]) - whole).max() < 0.02
@@ -180,8 +192,8 @@ def test_groups_never_straddle_parts(n, n_classes, group_frac, stratify, seed):
     groups[:3] = [0, 1, 2]  # at least three groups
     y = rng.integers(0, n_classes, size=n)
     idx_tr, idx_va, idx_te, g_tr, g_va, g_te = train_val_test_split(
-        np.arange(n), groups, groups=groups, stratify=y if stratify else None,
-        random_state=seed)
+        np.arange(n), groups, groups=groups, stratify=y if stratify else None, random_state=seed
+    )
     assert sorted(np.concatenate([idx_tr, idx_va, idx_te]).tolist()) == list(range(n))
     assert min(len(idx_tr), len(idx_va), len(idx_te)) >= 1
     assert not set(g_tr) & set(g_va) and not set(g_tr) & set(g_te)
@@ -201,16 +213,19 @@ def test_mismatched_lengths():
         train_val_test_split()
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(val_size=0.5, test_size=0.5), r"val_size=0.5 and test_size=0.5 sum to 1"),
-    (dict(val_size=0.7, test_size=0.4), r"must sum to less than 1"),
-    (dict(val_size=0.0), r"val_size=0.0 must be in the open interval \(0, 1\)"),
-    (dict(test_size=1.5), r"test_size=1.5 must be in the open interval"),
-    (dict(test_size=100), r"test_size=100 must be at least 1 and less than"),
-    (dict(val_size=60, test_size=40), r"the parts would have 0 train"),
-    (dict(val_size="a"), r"val_size must be a float in \(0, 1\) or a positive int"),
-    (dict(test_size=True), r"test_size must be a float"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(val_size=0.5, test_size=0.5), r"val_size=0.5 and test_size=0.5 sum to 1"),
+        (dict(val_size=0.7, test_size=0.4), r"must sum to less than 1"),
+        (dict(val_size=0.0), r"val_size=0.0 must be in the open interval \(0, 1\)"),
+        (dict(test_size=1.5), r"test_size=1.5 must be in the open interval"),
+        (dict(test_size=100), r"test_size=100 must be at least 1 and less than"),
+        (dict(val_size=60, test_size=40), r"the parts would have 0 train"),
+        (dict(val_size="a"), r"val_size must be a float in \(0, 1\) or a positive int"),
+        (dict(test_size=True), r"test_size must be a float"),
+    ],
+)
 def test_bad_sizes(kwargs, match):
     with pytest.raises(ValueError, match=match):
         train_val_test_split(np.arange(100), **kwargs)
@@ -315,8 +330,10 @@ def test_busi_near_duplicate_recall():
     data = load_image_folder(BUSI)
     index = {"/".join(Path(p).parts[-2:]): i for i, p in enumerate(data.paths)}
     with open(BUSI / "NEAR_DUPLICATES.tsv", newline="") as f:
-        reference = {tuple(sorted((index[r["image_a"]], index[r["image_b"]])))
-                     for r in csv.DictReader(f, delimiter="\t")}
+        reference = {
+            tuple(sorted((index[r["image_a"]], index[r["image_b"]])))
+            for r in csv.DictReader(f, delimiter="\t")
+        }
     assert len(reference) == 212
     start = time.perf_counter()
     groups, pairs = find_near_duplicates(data.paths, return_pairs=True)
@@ -332,8 +349,9 @@ def test_busi_near_duplicate_recall():
     y = data.target
     whole = np.array([np.mean(y == c) for c in data.target_names])
     for seed in range(2):
-        parts = train_val_test_split(np.arange(len(y)), stratify=y, groups=groups,
-                                     random_state=seed)
+        parts = train_val_test_split(
+            np.arange(len(y)), stratify=y, groups=groups, random_state=seed
+        )
         assert len({g for p in parts for g in set(groups[p])}) == len(set(groups))
         assert sum(len(set(groups[p])) for p in parts) == len(set(groups))
         for p in parts:

@@ -6,11 +6,34 @@ The three ways of transfer learning, each a scikit-learn estimator:
   extractor, put before a linear head in a :class:`~sklearn.pipeline.Pipeline`;
 * :class:`FineTuneClassifier`: every layer trained further (a skorch classifier);
 * the model zoo (:mod:`skconv.zoo`): the backbone is a hyper-parameter.
+
+:func:`export_onnx` writes a fitted model as one ONNX file that runs with
+onnxruntime, NumPy and Pillow alone.
 """
 
 __version__ = "0.1.0.dev0"
 
-from .features import ConvFeatureTransformer  # noqa: E402
-from .finetune import FineTuneClassifier  # noqa: E402
+__all__ = ["ConvFeatureTransformer", "FineTuneClassifier", "export_onnx", "__version__"]
 
-__all__ = ["ConvFeatureTransformer", "FineTuneClassifier", "__version__"]
+# Where each public name lives. They are imported on first use: `import skconv` stays
+# light, so that torch-free parts (splitting, reading an exported ONNX model) need
+# neither torch nor skorch.
+_LAZY = {
+    "ConvFeatureTransformer": "features",
+    "FineTuneClassifier": "finetune",
+    "export_onnx": "export",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

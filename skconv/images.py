@@ -1,4 +1,4 @@
-"""Turning ``X`` (file paths, PIL images, arrays) into batches of tensors.
+"""Decoding ``X`` (file paths, PIL images, arrays) and batching it for a network.
 
 Every estimator in skconv takes the same ``X``. A sequence or 1-D array of file
 paths is the normal case: nothing is decoded until a batch needs it, and because
@@ -6,27 +6,44 @@ paths is the normal case: nothing is decoded until a batch needs it, and because
 PIL images and ``uint8``/float arrays work too. Whatever comes in leaves as an
 RGB image: grayscale is repeated over three channels, alpha is dropped, 16-bit
 images are scaled (not clipped) to 8 bits and EXIF orientation is applied.
+
+:func:`load_image` is the one hardened decoder of the package (no EPS, whose loader
+runs Ghostscript; a pixel limit against decompression bombs; errors that name the
+file). Importing this module does not import torch: splitting data and running an
+exported ONNX model decode images too, and need neither torch nor its start-up time.
+Only the functions that return tensors import it.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 __all__ = [
     "ImageLoadError",
     "Preprocessing",
-    "ImageDataset",
+    "ImageDataset",  # noqa: F822 (defined on first use, see __getattr__)
     "check_images",
+    "crop_batch",
     "load_batch",
     "load_image",
     "n_images",
 ]
+
+#: The ImageNet normalisation of torchvision's and most of timm's weights.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: How the image is fitted to the square input, as timm's ``crop_mode`` says.
+CROP_MODES = ("center", "squash", "border")
 
 
 class ImageLoadError(ValueError):
@@ -40,22 +57,34 @@ class ImageLoadError(ValueError):
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How a backbone's weights expect their images.
+    """How a backbone's weights expect their images: timm's and torchvision's eval transform.
 
-    Resize the shorter side to ``round(image_size / crop_pct)``, center-crop
-    ``image_size`` square, scale to [0, 1] and normalise with ``mean``/``std``,
-    which is timm's and torchvision's evaluation transform.
+    With ``crop_mode="center"`` (the usual recipe) the shorter side is resized to
+    :attr:`resize_size` (the longer side in proportion, truncated as torchvision
+    does) and the central ``image_size`` square is cropped. ``"squash"`` resizes both
+    sides to :attr:`resize_size`, ignoring the aspect ratio, then crops the centre;
+    ``"border"`` resizes the longer side to :attr:`resize_size` and pads the shorter
+    one with the mean colour before cropping. Pixels are then scaled to [0, 1] and
+    normalised with ``mean`` and ``std``. The pixels equal those of timm's
+    ``create_transform(**resolve_data_config(model=...))`` and of torchvision's
+    ``weights.transforms()`` (tested to one grey level).
 
     Parameters
     ----------
     image_size : int
         Side of the square crop fed to the network.
     crop_pct : float
-        Fraction of the resized image kept by the center crop.
+        Fraction of the resized image kept by the crop: :attr:`resize_size` is
+        ``floor(image_size / crop_pct)``, as in timm.
     mean, std : tuple of float
         Per-channel normalisation, RGB order.
-    interpolation : {"bilinear", "bicubic", "nearest"}
+    interpolation : {"bilinear", "bicubic", "nearest", "lanczos"}
         Resampling filter for the resize.
+    crop_mode : {"center", "squash", "border"}, default="center"
+        How the image is fitted to the square, as above.
+    resize : int or None, default=None
+        The resize's side when the weights state it (torchvision's ``resize_size``,
+        e.g. 232 for ResNet-50's V2 weights); None derives it from ``crop_pct``.
 
     Examples
     --------
@@ -63,35 +92,63 @@ class Preprocessing:
     >>> p = Preprocessing(image_size=224, crop_pct=0.875)
     >>> p.resize_size
     256
+    >>> p.replace(image_size=112).resize_size
+    128
     """
 
     image_size: int = 224
     crop_pct: float = 0.875
-    mean: tuple = (0.485, 0.456, 0.406)
-    std: tuple = (0.229, 0.224, 0.225)
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
     interpolation: str = "bilinear"
+    crop_mode: str = "center"
+    resize: int | None = None
+
+    def __post_init__(self):
+        if self.crop_mode not in CROP_MODES:
+            raise ValueError(
+                f"crop_mode must be one of {', '.join(CROP_MODES)}, got {self.crop_mode!r}."
+            )
+        if self.interpolation not in _PIL_FILTERS:
+            raise ValueError(
+                f"interpolation must be one of {', '.join(_PIL_FILTERS)}, "
+                f"got {self.interpolation!r}."
+            )
 
     @property
     def resize_size(self) -> int:
-        """Shorter side after the resize, before the center crop."""
-        return int(round(self.image_size / self.crop_pct))
+        """Side of the resize before the crop (the shorter side, for ``"center"``)."""
+        if self.resize is not None:
+            return int(self.resize)
+        return math.floor(self.image_size / self.crop_pct)
 
     def replace(self, **changes: Any) -> Preprocessing:
-        """Return a copy with some fields changed (``image_size`` keeps ``crop_pct``)."""
-        fields = {**self.__dict__, **changes}
-        return Preprocessing(**fields)
+        """Return a copy with some fields changed.
+
+        A new ``image_size`` keeps the crop fraction: an explicit ``resize`` is
+        dropped in favour of ``crop_pct``.
+        """
+        if "image_size" in changes and "resize" not in changes and self.resize is not None:
+            changes = {**changes, "resize": None, "crop_pct": self.image_size / self.resize}
+        return Preprocessing(**{**self.__dict__, **changes})
 
     def resized_size(self, width: int, height: int) -> tuple[int, int]:
-        """``(width, height)`` of an image of that size after the shorter-side resize."""
+        """``(width, height)`` of an image of that size after the resize."""
         size = self.resize_size
+        if self.crop_mode == "squash":
+            return size, size
+        if self.crop_mode == "border":  # timm's ResizeKeepRatio(longest=1)
+            ratio = max(width, height) / size
+            return round(width / ratio), round(height / ratio)
+        # torchvision's Resize(int): the shorter side exactly, the longer one truncated.
         if min(width, height) == size:
             return width, height
         if width <= height:
-            return size, max(1, int(round(height * size / width)))
-        return max(1, int(round(width * size / height))), size
+            return size, int(size * height / width)
+        return int(size * width / height), size
 
     def crop_box(self, width: int, height: int) -> tuple[int, int, int, int]:
-        """``(left, top, right, bottom)`` of the center crop in the resized frame.
+        """``(left, top, right, bottom)`` of the square crop in the resized frame.
 
         Parameters
         ----------
@@ -101,7 +158,8 @@ class Preprocessing:
         Returns
         -------
         box : tuple of int
-            The crop, in pixels of the image resized by :meth:`resized_size`.
+            The crop, in pixels of the image resized by :meth:`resized_size`; it
+            reaches outside that frame where ``"border"`` pads.
 
         Examples
         --------
@@ -110,28 +168,55 @@ class Preprocessing:
         (144, 16, 368, 240)
         """
         resized_width, resized_height = self.resized_size(width, height)
-        left = int(round((resized_width - self.image_size) / 2.0))
-        top = int(round((resized_height - self.image_size) / 2.0))
+        left = _crop_start(resized_width, self.image_size)
+        top = _crop_start(resized_height, self.image_size)
         return left, top, left + self.image_size, top + self.image_size
 
-    def resize(self, image: Image.Image) -> Image.Image:
-        """Resize an RGB PIL image so that its shorter side is :attr:`resize_size`."""
+    def resize_image(self, image: Image.Image) -> Image.Image:
+        """Resize a PIL image as :meth:`resized_size` says (the same image if unchanged)."""
         new_size = self.resized_size(*image.size)
         if new_size == image.size:
             return image
         return image.resize(new_size, resample=_PIL_FILTERS[self.interpolation])
 
+    def crop(self, image: Image.Image) -> Image.Image:
+        """Resize and crop a PIL image to the network's ``image_size`` square.
+
+        Gray (``"L"``) images stay gray unless ``"border"`` padding needs a colour.
+        """
+        box = self.crop_box(*image.size)
+        resized = self.resize_image(image)
+        width, height = resized.size
+        if box[0] >= 0 and box[1] >= 0 and box[2] <= width and box[3] <= height:
+            return resized.crop(box)
+        fill = tuple(round(255 * m) for m in self.mean)
+        if resized.mode == "L" and len(set(fill)) > 1:
+            resized = resized.convert("RGB")
+        canvas = Image.new(resized.mode, (self.image_size, self.image_size), fill[0])
+        if resized.mode != "L":
+            canvas = Image.new(resized.mode, canvas.size, fill)
+        canvas.paste(resized.crop(box), (0, 0))
+        return canvas
+
     def __call__(self, image: Image.Image) -> torch.Tensor:
         """Resize, crop and normalise one RGB PIL image into a ``(3, s, s)`` tensor."""
-        box = self.crop_box(*image.size)
-        return self.normalize(_pil_to_tensor(self.resize(image).crop(box)))
+        return self.normalize(_pil_to_tensor(self.crop(image)))
 
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
         """Normalise a float tensor in [0, 1], channels first (``(3, h, w)`` or batched)."""
+        import torch
+
         shape = (3, 1, 1)
         mean = torch.tensor(self.mean, dtype=batch.dtype).view(shape)
         std = torch.tensor(self.std, dtype=batch.dtype).view(shape)
         return (batch - mean) / std
+
+
+def _crop_start(size: int, crop: int) -> int:
+    """Where a centred ``crop`` starts in ``size``: torchvision's rounding, timm's padding."""
+    if crop > size:
+        return -((crop - size) // 2)
+    return int(round((size - crop) / 2.0))
 
 
 _PIL_FILTERS = {
@@ -143,7 +228,9 @@ _PIL_FILTERS = {
 
 
 def _pil_to_tensor(image: Image.Image) -> torch.Tensor:
-    array = np.asarray(image, dtype=np.uint8)
+    import torch
+
+    array = np.asarray(image.convert("RGB") if image.mode != "RGB" else image, dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
@@ -419,6 +506,105 @@ def describe(X: Sequence, index: int) -> str:
     return os.fspath(item) if _is_path(item) else f"X[{index}]"
 
 
+def _decode_rows(
+    X: Sequence,
+    indices: list,
+    preprocessing: Preprocessing,
+    write,
+    *,
+    n_threads: int,
+    jpeg_draft: bool,
+) -> None:
+    """Decode and crop ``X[indices[row]]`` for every row; ``write(row, uint8 array)`` stores it.
+
+    Arrays are ``(s, s)`` for gray images (one channel resized, a third of the work) and
+    ``(s, s, 3)`` otherwise. Threads each take a contiguous block of rows: Pillow and
+    NumPy release the GIL while they decode, resize and copy.
+    """
+    min_side = 2 * preprocessing.resize_size if jpeg_draft else None
+
+    def fill(rows: range) -> None:
+        for row in rows:
+            index = indices[row]
+            image = load_image(X[index], where=f"X[{index}]", keep_gray=True, min_side=min_side)
+            write(row, np.asarray(preprocessing.crop(image), dtype=np.uint8))
+
+    n_threads = max(1, min(int(n_threads), len(indices)))
+    if n_threads == 1:
+        fill(range(len(indices)))
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    bounds = np.linspace(0, len(indices), n_threads + 1).astype(int)
+    with ThreadPoolExecutor(n_threads, thread_name_prefix="skconv-decode") as pool:
+        # list() re-raises the first error, naming its file.
+        list(pool.map(fill, [range(a, b) for a, b in zip(bounds[:-1], bounds[1:])]))
+
+
+def _checked_out(out, shape: tuple, dtype) -> np.ndarray:
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    if out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous:
+        raise ValueError(
+            f"out must be a C-contiguous {np.dtype(dtype).name} array of shape {shape}, got "
+            f"{out.dtype} {out.shape}."
+        )
+    return out
+
+
+def crop_batch(
+    X: Sequence,
+    indices: Sequence[int],
+    preprocessing: Preprocessing,
+    *,
+    n_threads: int = 1,
+    out: np.ndarray | None = None,
+    jpeg_draft: bool = False,
+) -> np.ndarray:
+    """Decode, resize and crop some images of ``X`` into one ``uint8`` RGB batch.
+
+    The pixels :func:`load_batch` normalises, before normalisation: the input of an
+    exported ONNX model (:func:`skconv.export_onnx`) and of the ONNX Runtime engine,
+    which normalise inside the graph. Needs no torch.
+
+    Parameters
+    ----------
+    X : sequence
+        Images in any form :func:`check_images` accepts.
+    indices : sequence of int
+        Which images of ``X`` make the batch, in order.
+    preprocessing : Preprocessing
+        The resize and crop to apply (its normalisation is not applied here).
+    n_threads : int, default=1
+        Threads decoding the images, each filling its own rows.
+    out : ndarray of uint8, shape ``(len(indices), s, s, 3)``, default=None
+        Memory to fill and return; None allocates.
+    jpeg_draft : bool, default=False
+        As in :func:`load_batch`.
+
+    Returns
+    -------
+    batch : ndarray of uint8, shape ``(len(indices), s, s, 3)``
+        RGB pixels, channels last.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skconv.images import Preprocessing, crop_batch
+    >>> crop_batch(np.zeros((3, 32, 40), dtype=np.uint8), [0, 2], Preprocessing(16)).shape
+    (2, 16, 16, 3)
+    """
+    indices = list(indices)
+    size = preprocessing.image_size
+    batch = _checked_out(out, (len(indices), size, size, 3), np.uint8)
+
+    def write(row: int, pixels: np.ndarray) -> None:
+        batch[row] = pixels if pixels.ndim == 3 else pixels[..., None]
+
+    _decode_rows(X, indices, preprocessing, write, n_threads=n_threads, jpeg_draft=jpeg_draft)
+    return batch
+
+
 def load_batch(
     X: Sequence,
     indices: Sequence[int],
@@ -471,13 +657,15 @@ def load_batch(
 
     Examples
     --------
-    >>> import numpy as np
+    >>> import numpy as np, torch
     >>> from skconv.images import Preprocessing, load_batch
     >>> X = np.zeros((3, 32, 40), dtype=np.uint8)
     >>> batch = load_batch(X, [0, 2], Preprocessing(image_size=16))
     >>> tuple(batch.shape), batch.is_contiguous(memory_format=torch.channels_last)
     ((2, 3, 16, 16), True)
     """
+    import torch
+
     # Normalised value of each 8-bit level, per channel: the same float32 operations as
     # Preprocessing.normalize, so the pixels are bit-identical, but a lookup per pixel
     # instead of four passes over a float batch.
@@ -486,78 +674,26 @@ def load_batch(
     std = np.asarray(preprocessing.std, dtype=np.float32)
     table = (levels[:, None] - mean) / std  # (256, 3)
     columns = np.ascontiguousarray(table.T)  # (3, 256)
-    size = preprocessing.image_size
-    min_side = 2 * preprocessing.resize_size if jpeg_draft else None
     indices = list(indices)
-    shape = (len(indices), size, size, 3)
-    if out is None:
-        batch = np.empty(shape, dtype=np.float32)
-    elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
-        raise ValueError(
-            f"out must be a C-contiguous float32 array of shape {shape}, got {out.dtype} "
-            f"{out.shape}."
-        )
-    else:
-        batch = out
+    size = preprocessing.image_size
+    batch = _checked_out(out, (len(indices), size, size, 3), np.float32)
 
-    def fill(rows: range) -> None:
-        for row in rows:
-            index = indices[row]
-            image = load_image(X[index], where=f"X[{index}]", keep_gray=True, min_side=min_side)
-            box = preprocessing.crop_box(*image.size)
-            array = np.asarray(preprocessing.resize(image).crop(box), dtype=np.uint8)
-            if array.ndim == 2:  # one lookup fills the three channels
-                np.take(table, array, axis=0, out=batch[row])
-            else:
-                for channel in range(3):
-                    batch[row, ..., channel] = columns[channel][array[..., channel]]
+    def write(row: int, pixels: np.ndarray) -> None:
+        if pixels.ndim == 2:  # one lookup fills the three channels
+            np.take(table, pixels, axis=0, out=batch[row])
+        else:
+            for channel in range(3):
+                batch[row, ..., channel] = columns[channel][pixels[..., channel]]
 
-    n_threads = max(1, min(int(n_threads), len(indices)))
-    if n_threads == 1:
-        fill(range(len(indices)))
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        bounds = np.linspace(0, len(indices), n_threads + 1).astype(int)
-        with ThreadPoolExecutor(n_threads, thread_name_prefix="skconv-decode") as pool:
-            # list() re-raises the first error, naming its file.
-            list(pool.map(fill, [range(a, b) for a, b in zip(bounds[:-1], bounds[1:])]))
+    _decode_rows(X, indices, preprocessing, write, n_threads=n_threads, jpeg_draft=jpeg_draft)
     return torch.from_numpy(batch).permute(0, 3, 1, 2)  # NCHW view of NHWC memory
 
 
-class ImageDataset(torch.utils.data.Dataset):
-    """A torch dataset over ``X`` that decodes and preprocesses lazily.
+def __getattr__(name: str):
+    # ImageDataset subclasses torch's Dataset, so defining it imports torch: it is built
+    # on first use, and importing this module stays torch-free.
+    if name == "ImageDataset":
+        from ._torch_data import ImageDataset
 
-    Parameters
-    ----------
-    X : sequence of paths or PIL images, or ndarray
-        Images in any form accepted by :func:`check_images`.
-    transform : callable
-        Maps an RGB PIL image to a tensor, e.g. a :class:`Preprocessing`.
-    y : array-like, default=None
-        Targets returned beside each image; when None, a dummy 0 is returned so
-        that skorch and DataLoader see ``(image, target)`` pairs.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from skconv.images import ImageDataset, Preprocessing
-    >>> ds = ImageDataset(np.zeros((2, 32, 40), dtype=np.uint8), Preprocessing(image_size=16))
-    >>> ds[0][0].shape
-    torch.Size([3, 16, 16])
-    """
-
-    def __init__(self, X: Any, transform, y: Any = None):
-        self.X = check_images(X)
-        self.transform = transform
-        self.y = y
-
-    def __len__(self) -> int:
-        return len(self.X)
-
-    def __getitem__(self, index: int):
-        item = self.X[index]
-        image = load_image(item, where=f"X[{index}]")
-        tensor = self.transform(image)
-        target = 0 if self.y is None else self.y[index]
-        return tensor, target
+        return ImageDataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

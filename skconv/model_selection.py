@@ -14,8 +14,13 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import train_test_split
 from sklearn.utils import _safe_indexing, check_random_state, indexable
+from sklearn.utils._param_validation import Interval, validate_params
+
+from .images import load_image
 
 __all__ = ["train_val_test_split", "split_report", "find_near_duplicates"]
 
@@ -398,14 +403,9 @@ def split_report(
 def _gray_image(item, index: int) -> Image.Image:
     """Decode one element of X to a grayscale PIL image (mode "L" or "F")."""
     if isinstance(item, (str, os.PathLike)):
-        try:
-            with Image.open(item) as im:
-                im.load()
-                return _pil_gray(im)
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            raise ValueError(
-                f"Could not decode image file {os.fspath(item)!r} (X[{index}]): {exc}"
-            ) from exc
+        # The package's one hardened decoder: no EPS (Ghostscript), a pixel limit, EXIF
+        # orientation, and an error that names the file.
+        return _pil_gray(load_image(item, where=f"X[{index}]", keep_gray=True))
     if isinstance(item, Image.Image):
         return _pil_gray(item)
     arr = np.asarray(item)
@@ -462,6 +462,17 @@ def _thumbnails(image: Image.Image, size: int, boxes) -> np.ndarray:
     return thumbs / np.where(norms > 0, norms, 1.0)
 
 
+@validate_params(
+    {
+        "X": [list, tuple, np.ndarray, "array-like"],
+        "threshold": [Interval(numbers.Real, 0, 1, closed="right")],
+        "thumb_size": [Interval(numbers.Integral, 4, None, closed="left")],
+        "crop_scales": ["array-like"],
+        "crop_positions": [Interval(numbers.Integral, 1, None, closed="left")],
+        "return_pairs": ["boolean"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def find_near_duplicates(
     X,
     threshold: float = 0.95,
@@ -538,19 +549,6 @@ def find_near_duplicates(
     >>> [(i, j) for i, j, _ in pairs]
     [(0, 2)]
     """
-    if (
-        isinstance(threshold, (bool, np.bool_))
-        or not isinstance(threshold, numbers.Real)
-        or not 0.0 < threshold <= 1.0
-    ):
-        raise ValueError(f"threshold must be a float in (0, 1], got {threshold!r}.")
-    for name, value, low in (("thumb_size", thumb_size, 4), ("crop_positions", crop_positions, 1)):
-        if (
-            isinstance(value, (bool, np.bool_))
-            or not isinstance(value, numbers.Integral)
-            or value < low
-        ):
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
     try:
         crop_scales = tuple(float(s) for s in crop_scales)
     except (TypeError, ValueError):
@@ -582,23 +580,14 @@ def find_near_duplicates(
                 key = (min(a, b), max(a, b))
                 links[key] = max(s, links.get(key, -1.0))
 
-    # Union-find over the links, by path halving; the root is the smallest index.
-    parent = np.arange(n)
-
-    def find(k: int) -> int:
-        while parent[k] != k:
-            parent[k] = parent[parent[k]]
-            k = parent[k]
-        return k
-
-    for a, b in links:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    # Numbering the roots (smallest members) in sorted order numbers the groups in
-    # order of first appearance.
-    roots = np.array([find(k) for k in range(n)], dtype=int)
-    groups = np.unique(roots, return_inverse=True)[1].ravel()
+    # The groups are the connected components of the links, numbered in order of first
+    # appearance (scipy numbers them so: a component's label is set at its first node).
+    pairs_array = np.array(list(links), dtype=int).reshape(-1, 2)
+    graph = coo_matrix(
+        (np.ones(len(pairs_array)), (pairs_array[:, 0], pairs_array[:, 1])), shape=(n, n)
+    )
+    _, labels = connected_components(graph, directed=False)
+    groups = labels.astype(int)
 
     if not return_pairs:
         return groups

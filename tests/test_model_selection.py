@@ -305,18 +305,37 @@ def test_find_near_duplicates_errors(tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not a png")
     good = np.zeros((8, 8), dtype=np.uint8)
-    with pytest.raises(ValueError, match=r"Could not decode image file .*broken\.png"):
+    with pytest.raises(ValueError, match=r"Cannot decode image file .*broken\.png"):
         find_near_duplicates([good, bad])
-    with pytest.raises(ValueError, match=r"threshold must be a float in \(0, 1\], got 1.5"):
+    with pytest.raises(ValueError, match=r"'threshold' parameter.*range \(0.0, 1.0\]. Got 1.5"):
         find_near_duplicates([good, good], threshold=1.5)
-    with pytest.raises(ValueError, match="thumb_size must be an int >= 4, got 2"):
+    with pytest.raises(ValueError, match=r"'thumb_size' parameter.*\[4, inf\). Got 2"):
         find_near_duplicates([good, good], thumb_size=2)
     with pytest.raises(ValueError, match=r"crop_scales must be a tuple of floats"):
         find_near_duplicates([good, good], crop_scales=(1.2,))
     with pytest.raises(ValueError, match=r"X\[1\] is not an image"):
         find_near_duplicates([good, np.zeros(5)])
-    with pytest.raises(ValueError, match="wrap it in a list"):
+    with pytest.raises(ValueError, match="'X' parameter"):
         find_near_duplicates(str(bad))
+
+
+def test_find_near_duplicates_decodes_files_as_the_estimators_do(tmp_path):
+    # An EPS file named .png: Pillow would hand it to Ghostscript; the hardened decoder
+    # of skconv.images refuses it by name, without starting any program.
+    eps = tmp_path / "scan.png"
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n")
+    good = np.zeros((8, 8), dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"Cannot decode image file .*scan\.png"):
+        find_near_duplicates([good, str(eps)])
+
+
+def test_splitting_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, skconv.model_selection, skconv.datasets; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr
 
 
 # -- BUSI -------------------------------------------------------------------------------

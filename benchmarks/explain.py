@@ -493,9 +493,9 @@ def main(argv=None) -> int:
             )
 
     if crops_for_baseline is None:
-        from skconv.zoo import _PACKAGED
+        from skconv.zoo import load_backbone
 
-        prep = _PACKAGED["efficientnet_lite0"].preprocessing
+        prep = load_backbone("efficientnet_lite0", weights=None).preprocessing
         crops_for_baseline = [crop_box(m.shape, prep) for m in masks]
     base = {"n": len(X), **baselines(masks, crops_for_baseline)}
     results = {

@@ -36,7 +36,7 @@ import skconv  # noqa: E402
 from skconv import ConvFeatureTransformer, FineTuneClassifier  # noqa: E402
 from skconv.datasets import make_ultrasound  # noqa: E402
 from skconv.images import ImageLoadError, load_image  # noqa: E402
-from skconv.zoo import _network_reachable  # noqa: E402
+from skconv.zoo._hub import network_reachable as _network_reachable  # noqa: E402
 
 N_FUZZ = int(sys.argv[1]) if len(sys.argv) > 1 else 20000
 OUT = ROOT / "benchmarks" / "results" / "robustness.md"

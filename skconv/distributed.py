@@ -20,6 +20,7 @@ This module needs the ``dask`` extra: ``pip install 'skconv[dask]'``.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import pickle
 import threading
 import uuid
@@ -30,10 +31,17 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
-from .zoo import import_optional
 
-_dask = import_optional("dask", "dask")
-_distributed = import_optional("distributed", "dask")
+def _import_optional(module: str):
+    """Import ``module`` of the ``dask`` extra, or say how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(f"{module} is needed here: pip install 'skconv[dask]'") from exc
+
+
+_dask = _import_optional("dask")
+_distributed = _import_optional("distributed")
 
 import cloudpickle  # noqa: E402  (a dependency of dask)
 import dask.array as da  # noqa: E402

@@ -11,8 +11,8 @@ import torchvision
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
-from skconv import zoo
-from skconv.zoo import WeightsUnavailableError, list_backbones, load_backbone
+from skconv.zoo import WeightsUnavailableError, _hub, list_backbones, load_backbone
+from skconv.zoo._convert import convert_squeezenet_caffe
 
 PALACE, DAISY = 698, 985
 
@@ -27,12 +27,12 @@ def sample_photos():
 def imagenet_logits(backbone, photos):
     batch = torch.stack([backbone.preprocessing(photo) for photo in photos])
     with torch.inference_mode():
-        return backbone.module.imagenet_logits(batch)
+        return backbone.imagenet_logits(batch)
 
 
 @pytest.mark.slow
 def test_efficientnet_lite0_packaged_weights_are_imagenet(sample_photos):
-    backbone = load_backbone("efficientnet_lite0")
+    backbone = load_backbone("efficientnet_lite0", imagenet_head=True)
     logits = imagenet_logits(backbone, [sample_photos["china.jpg"], sample_photos["flower.jpg"]])
     assert logits.argmax(1).tolist() == [PALACE, DAISY]
     assert backbone.sha256 == "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
@@ -41,13 +41,13 @@ def test_efficientnet_lite0_packaged_weights_are_imagenet(sample_photos):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["efficientnet_lite1", "efficientnet_lite2"])
 def test_other_lite_weights_load_and_know_the_palace(name, sample_photos):
-    logits = imagenet_logits(load_backbone(name), [sample_photos["china.jpg"]])
+    logits = imagenet_logits(load_backbone(name, imagenet_head=True), [sample_photos["china.jpg"]])
     assert logits.argmax(1).item() == PALACE
 
 
 @pytest.mark.slow
 def test_squeezenet_caffe_weights_fold_bgr_mean_into_conv1(sample_photos):
-    backbone = load_backbone("squeezenet1_1_caffe")
+    backbone = load_backbone("squeezenet1_1_caffe", imagenet_head=True)
     logits = imagenet_logits(backbone, [sample_photos["china.jpg"]])
     assert PALACE in logits.topk(5).indices[0].tolist()
     assert backbone.preprocessing.mean == (0.485, 0.456, 0.406)
@@ -59,7 +59,7 @@ def test_squeezenet_unpickler_refuses_code(tmp_path):
     path = tmp_path / "evil.pkl"
     path.write_bytes(pickle.dumps({"conv1": [print, None]}))
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
-        zoo._convert_squeezenet_caffe(str(path))
+        convert_squeezenet_caffe(str(path))
 
 
 def test_unknown_name_suggests_close_names():
@@ -82,7 +82,7 @@ def test_torchvision_local_state_dict_file(tmp_path):
     reference = torchvision.models.resnet18(weights=None)
     path = tmp_path / "resnet18.pth"
     torch.save(reference.state_dict(), path)
-    backbone = load_backbone("resnet18", weights=str(path))
+    backbone = load_backbone("resnet18", weights=str(path), imagenet_head=True)
     loaded = backbone.module.body.extractor.state_dict()
     for key, value in reference.state_dict().items():
         if not key.startswith("fc."):
@@ -91,7 +91,7 @@ def test_torchvision_local_state_dict_file(tmp_path):
     x = torch.randn(2, 3, 64, 64)
     reference.eval()
     with torch.inference_mode():
-        torch.testing.assert_close(backbone.module.imagenet_logits(x), reference(x))
+        torch.testing.assert_close(backbone.imagenet_logits(x), reference(x))
 
 
 def test_timm_local_safetensors_file(tmp_path):
@@ -120,8 +120,8 @@ def test_wrong_file_for_architecture_is_refused(tmp_path):
 def test_missing_weights_fail_fast_offline_with_instructions(name, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setattr(zoo, "_network_reachable", lambda host: False)
-    monkeypatch.setattr(zoo, "_timm_cached", lambda arch: False)
+    monkeypatch.setattr(_hub, "network_reachable", lambda host: False)
+    monkeypatch.setattr(_hub, "timm_cached", lambda arch: False)
     start = time.perf_counter()
     with pytest.raises(WeightsUnavailableError, match=r"weights='path/to/file.pth'") as info:
         load_backbone(name)
@@ -144,3 +144,9 @@ def test_functional_pooling_models_cut_before_pooling(name):
     with torch.inference_mode():
         (final,) = module(torch.zeros(1, 3, 64, 64))
     assert final.ndim == 4 and np.prod(final.shape[2:]) >= 1
+
+
+def test_imagenet_head_only_when_asked():
+    assert load_backbone("resnet18", weights=None).imagenet_head is None
+    with pytest.raises(ValueError, match="imagenet_head=True"):
+        load_backbone("resnet18", weights=None).imagenet_logits(torch.zeros(1, 3, 32, 32))

@@ -24,6 +24,7 @@ finer map. :func:`overlay` blends a map into its image in colour, and the comman
 from __future__ import annotations
 
 import contextlib
+from numbers import Integral
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -32,8 +33,10 @@ from PIL import Image
 from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 from sklearn.utils.validation import check_is_fitted
 
+from ._inference import mean_of_views, mirror_views
 from .features import ConvFeatureTransformer
 from .finetune import FineTuneClassifier
 from .images import Preprocessing, check_images, load_image
@@ -50,6 +53,19 @@ _SUPPORTED = (
 )
 
 
+@validate_params(
+    {
+        "estimator": "no_validation",  # _explainer names what is supported
+        "X": ["array-like", list],
+        "target": "no_validation",
+        "normalize": ["boolean"],
+        "resize": ["boolean"],
+        "outside": [StrOptions(set(OUTSIDE))],
+        "shift": [Interval(Integral, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+    },
+    prefer_skip_nested_validation=True,
+)
 def heatmaps(
     estimator,
     X,
@@ -175,12 +191,6 @@ def heatmaps(
     >>> np.allclose(scores, clf.decision_function(X[:2]), atol=1e-4)
     True
     """
-    if outside not in OUTSIDE:
-        raise ValueError(f"outside must be 'zero' or 'edge', got {outside!r}.")
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-    if not isinstance(shift, (int, np.integer)) or shift < 0:
-        raise ValueError(f"shift must be a non-negative integer, got {shift!r}.")
     if shift and not resize:
         raise ValueError(
             "shift averages maps of shifted crops on the original image, so it needs resize=True."
@@ -368,6 +378,8 @@ class _CAM:
                     f"{type(step).__name__}) is not; call fit before "
                     "heatmaps."
                 ) from None
+        # The maps below read the transformer's parameters: they must be the fitted ones.
+        features._check_configuration()
         if not all(hasattr(head, a) for a in ("coef_", "intercept_", "classes_")):
             raise TypeError(
                 f"heatmaps needs a linear classifier with coef_, intercept_ and "
@@ -408,18 +420,15 @@ class _CAM:
         features = self.features
         stages = features._stages()
         batch = batch.to(features.device_)
-        branches = [self._forward(batch, stages)]
-        if features.tta:  # the features average the image and its mirror; so do the maps
-            branches.append(self._forward(torch.flip(batch, dims=[3]), stages))
+        # The features average the image and its mirror (tta); so do the maps.
+        branches = [self._forward(view, stages) for view in mirror_views(batch, features.tta)]
         if codes is None:
-            pooled = sum(self._pooled(fmaps) for fmaps in branches) / len(branches)
+            pooled = mean_of_views([self._pooled(fmaps) for fmaps in branches])
             predicted = self.rest.predict(pooled.float().numpy())
             codes = _target_codes(predicted, self.classes, len(predicted))
         codes = torch.as_tensor(codes, dtype=torch.long)
-        grids = [self._map(fmaps, codes) for fmaps in branches]
-        if len(grids) == 2:
-            grids = [0.5 * (grids[0] + torch.flip(grids[1], dims=[2]))]
-        return list(grids[0].numpy()), codes
+        grid = mean_of_views([self._map(fmaps, codes) for fmaps in branches], spatial=True)
+        return list(grid.numpy()), codes
 
     def _forward(self, batch: torch.Tensor, stages) -> list:
         with torch.inference_mode():
@@ -479,20 +488,21 @@ class _GradCAM:
         device = next(module.parameters()).device
         batch = batch.to(device)
         with _explaining(module) as captured:
-            branches = [self._forward(module, batch, captured)]
-            if self.net.tta:  # predictions average the logits of the image and its mirror
-                branches.append(self._forward(module, torch.flip(batch, dims=[3]), captured))
-            if codes is None:
-                logits = sum(logit for _, logit in branches) / len(branches)
-                codes = logits.argmax(dim=1)
-            codes = torch.as_tensor(codes, dtype=torch.long, device=device)
-            grids = [
-                _weighted_by_gradients(fmaps, logit.gather(1, codes[:, None])[:, 0])
-                for fmaps, logit in branches
+            # Predictions average the logits of the image and its mirror (tta); so do maps.
+            branches = [
+                self._forward(module, view, captured) for view in mirror_views(batch, self.net.tta)
             ]
-        if len(grids) == 2:
-            grids = [0.5 * (grids[0] + torch.flip(grids[1], dims=[2]))]
-        return list(grids[0].detach().to("cpu", torch.float64).numpy()), codes.cpu()
+            if codes is None:
+                codes = mean_of_views([logit for _, logit in branches]).argmax(dim=1)
+            codes = torch.as_tensor(codes, dtype=torch.long, device=device)
+            grid = mean_of_views(
+                [
+                    _weighted_by_gradients(fmaps, logit.gather(1, codes[:, None])[:, 0])
+                    for fmaps, logit in branches
+                ],
+                spatial=True,
+            )
+        return list(grid.detach().to("cpu", torch.float64).numpy()), codes.cpu()
 
     def _forward(self, module, batch, captured: list):
         captured.clear()
@@ -658,7 +668,7 @@ def _add_shifted(explainer, pil: list, views: list, codes, shift: int) -> None:
 
     prep = explainer.preprocessing
     crop = prep.image_size
-    frames = [prep.resize(image) for image in pil]
+    frames = [prep.resize_image(image) for image in pil]
     codes = np.asarray(codes)
     for dy in (-shift, 0, shift):
         for dx in (-shift, 0, shift):

@@ -1,0 +1,227 @@
+"""How a fitted network runs: batch-norm folding, the torch and ONNX Runtime engines."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from skconv import ConvFeatureTransformer
+from skconv._inference import (
+    LazyEngine,
+    _Batches,
+    _prefetched,
+    build_engine,
+    fold_batch_norms,
+    mean_of_views,
+    mirror_views,
+)
+from skconv.images import Preprocessing
+from skconv.zoo import load_backbone
+
+
+class _Net(nn.Module):
+    """A feature net (``net(x, stages) -> list``) with a configurable wiring."""
+
+    def __init__(self, wiring: str):
+        super().__init__()
+        self.wiring = wiring
+        self.conv = nn.Conv2d(3, 4, 3, padding=1, bias=wiring == "bias")
+        self.bn = nn.BatchNorm2d(4)
+        self.conv2 = nn.Conv2d(4, 4, 1)
+        self.bn2 = nn.BatchNorm2d(4)
+        for bn in (self.bn, self.bn2):  # non-trivial statistics, as after training
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+            bn.weight.data.uniform_(0.5, 2)
+            bn.bias.data.uniform_(-1, 1)
+
+    @property
+    def stage_names(self):
+        return ["final"]
+
+    def forward(self, x, stages=("final",)):
+        y = self.conv(x)
+        if self.wiring == "skip":  # the conv output is read twice: must not be folded
+            out = self.bn(y) + y
+        elif self.wiring == "shared":  # one conv used twice
+            out = self.bn2(self.conv2(self.conv2(y)))
+        else:
+            out = self.bn2(self.conv2(torch.relu(self.bn(y))))
+        return [out]
+
+
+def _max_rel_diff(a_maps, b_maps):
+    return max(float((a - b).abs().max() / a.abs().max()) for a, b in zip(a_maps, b_maps))
+
+
+@pytest.mark.parametrize("wiring", ["plain", "bias"])
+def test_folding_keeps_outputs_and_leaves_the_original_alone(wiring):
+    torch.manual_seed(0)
+    net = _Net(wiring).eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.randn(2, 3, 8, 8)
+    folded, n = fold_batch_norms(net, x)
+    assert n == 2
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    with torch.no_grad():
+        assert _max_rel_diff(net(x), folded(torch.clone(x))) < 1e-5
+        assert _max_rel_diff(net(x + 1), folded(x + 1)) < 1e-5  # not only on the probe
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+
+
+def test_a_conv_output_read_twice_is_detected_and_nothing_changes():
+    torch.manual_seed(0)
+    net = _Net("skip").eval()
+    with pytest.warns(RuntimeWarning, match="unfolded network"):
+        folded, n = fold_batch_norms(net, torch.randn(2, 3, 8, 8))
+    assert folded is net and n == 0
+
+
+def test_a_conv_run_twice_is_not_folded():
+    torch.manual_seed(0)
+    net = _Net("shared").eval()
+    folded, n = fold_batch_norms(net, torch.randn(2, 3, 8, 8))
+    assert n == 0 and folded is net
+
+
+def test_training_mode_is_refused():
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batch_norms(_Net("plain"), torch.randn(1, 3, 8, 8))
+
+
+@pytest.mark.parametrize(
+    "backbone, expected",
+    [
+        ("efficientnet_lite0", 49),  # every batch norm, through timm's BatchNormAct2d
+        ("resnet18", 19),  # torchvision FX body; conv1 is a stage and keeps its bn
+        ("mobilenet_v3_small", 34),
+    ],
+)
+def test_zoo_backbones_fold_with_all_stages_unchanged(backbone, expected):
+    weights = "DEFAULT" if backbone == "efficientnet_lite0" else None
+    net = load_backbone(backbone, weights).module.eval()
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    folded, n = fold_batch_norms(net, x, net.stage_names)
+    assert n == expected
+    probe = torch.randn(3, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert _max_rel_diff(net(probe, net.stage_names), folded(probe, net.stage_names)) < 1e-4
+
+
+def test_torch_engine_runs_a_folded_copy_and_keeps_module_as_loaded():
+    images = np.random.default_rng(0).integers(0, 256, (5, 40, 48), dtype=np.uint8)
+    t = ConvFeatureTransformer(weights=None, image_size=64, engine="torch").fit(images)
+    out = t.transform(images)
+    engine = t._engine.get()
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in engine.model.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in t.module_.modules())
+    batch = torch.stack([t.preprocessing_(img) for img in _pil(images)])
+    with torch.inference_mode():
+        (fmap,) = t.module_(batch.contiguous(memory_format=torch.channels_last))
+    np.testing.assert_allclose(out, fmap.mean(dim=(2, 3)).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def _pil(images):
+    from skconv.images import load_image
+
+    return [load_image(img) for img in images]
+
+
+# -- engines ----------------------------------------------------------------------------
+
+SETUP = dict(stages=["final"], pooling="avg", tta=False, device=torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    return load_backbone("resnet18", weights=None).module.eval()
+
+
+@pytest.mark.parametrize(
+    "stages, pooling, tta",
+    [(["final"], "avg", False), (["layer2", "final"], "avgmax", True), (["layer3"], "gem", False)],
+)
+def test_onnx_engine_matches_torch_for_every_stage_pooling_and_mirroring(
+    resnet, stages, pooling, tta
+):
+    prep = Preprocessing(image_size=32)
+    setup = dict(stages=stages, pooling=pooling, tta=tta, preprocessing=prep)
+    torch_engine = build_engine("torch", resnet, device=torch.device("cpu"), **setup)
+    onnx_engine = build_engine("onnxruntime", resnet, device=torch.device("cpu"), **setup)
+    assert (torch_engine.kind, onnx_engine.kind) == ("torch", "onnxruntime")
+    pixels = np.random.default_rng(1).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    floats = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0
+    want = torch_engine(prep.normalize(floats))
+    np.testing.assert_allclose(onnx_engine(pixels), want, rtol=1e-4, atol=1e-5)
+
+
+def test_auto_falls_back_to_torch_with_a_reason_and_onnxruntime_refuses(resnet, monkeypatch):
+    import skconv._inference as inference
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("operator not supported")
+
+    monkeypatch.setattr(inference, "_export_features", broken)
+    setup = dict(SETUP, preprocessing=Preprocessing(image_size=32), backbone="resnet18")
+    with pytest.warns(RuntimeWarning, match="'resnet18'.*operator not supported.*torch"):
+        assert build_engine("auto", resnet, **setup).kind == "torch"
+    with pytest.raises(ValueError, match="engine='onnxruntime' cannot run backbone 'resnet18'"):
+        build_engine("onnxruntime", resnet, **setup)
+
+
+def test_a_graph_that_differs_from_torch_is_not_used(resnet, monkeypatch):
+    import skconv._inference as inference
+
+    monkeypatch.setattr(inference.OnnxEngine, "__call__", lambda self, batch: np.zeros((2, 512)))
+    setup = dict(SETUP, preprocessing=Preprocessing(image_size=32), backbone="resnet18")
+    with pytest.warns(RuntimeWarning, match="differs from torch"):
+        assert build_engine("auto", resnet, **setup).kind == "torch"
+
+
+def test_auto_keeps_torch_for_compile(resnet):
+    setup = dict(SETUP, preprocessing=Preprocessing(image_size=32))
+    assert build_engine("auto", resnet, **{**setup, "compile": True}).kind == "torch"
+
+
+def test_lazy_engine_is_built_once_across_threads():
+    calls = []
+
+    def build():
+        calls.append(1)
+        return object()
+
+    lazy = LazyEngine(build)
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(lazy.get())) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1 and all(g is got[0] for g in got)
+
+
+def test_mirror_views_and_their_mean():
+    x = torch.arange(6.0).view(1, 1, 2, 3)
+    views = mirror_views(x, tta=True)
+    assert torch.equal(views[1][..., 0], x[..., 2])
+    assert mean_of_views(mirror_views(x, tta=False)) is x
+    assert torch.equal(mean_of_views(views, spatial=True), x)
+
+
+def test_background_decoding_for_accelerators_yields_every_batch_in_order():
+    # The path a GPU takes (decoding the next batch while the current one computes),
+    # run here on the CPU.
+    images = np.random.default_rng(0).integers(0, 256, (6, 40, 48), dtype=np.uint8)
+    batches = _Batches(images, Preprocessing(image_size=16), batch_size=4)
+    got = list(_prefetched(batches))
+    assert [len(b) for b in got] == [4, 2]
+    for i, batch in enumerate(got):
+        assert torch.equal(batch, batches[i])
+    pixels = _Batches(images, Preprocessing(image_size=16), batch_size=4, pixels="uint8")
+    assert pixels[1].dtype == np.uint8 and pixels[1].shape == (2, 16, 16, 3)

@@ -837,7 +837,7 @@ def _cmd_fit(args) -> int:
 
 
 def _expand_images(items: Sequence[str]) -> list[str]:
-    from .datasets import _is_image_file
+    from .datasets import _image_files
 
     files: list[str] = []
     for item in items:
@@ -845,13 +845,10 @@ def _expand_images(items: Sequence[str]) -> list[str]:
         if path.is_file():
             files.append(item)
         elif path.is_dir():
-            found = []
-            for dirpath, dirnames, filenames in os.walk(path):
-                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-                found += [os.path.join(dirpath, f) for f in filenames if _is_image_file(f)]
+            found = _image_files(path)
             if not found:
                 raise ValueError(f"IMAGES folder {item!r} holds no image files.")
-            files += sorted(found)
+            files += found
         else:
             raise UsageError(f"IMAGES {item!r} does not exist.")
     return files

@@ -46,12 +46,18 @@ def _is_image_file(name: str) -> bool:
     )
 
 
-def _class_files(class_dir: Path) -> list[Path]:
-    """Image files under ``class_dir`` (recursively), sorted, hidden entries left out."""
+def _image_files(folder: str | os.PathLike) -> list[str]:
+    """Image files under ``folder``, recursively, sorted as strings.
+
+    The one walker of image folders (``load_image_folder`` and the command line's IMAGES
+    use it): hidden files and folders, masks and files without an image extension are
+    left out. Paths are ``os.path.join(folder, ...)``, so they keep the form ``folder``
+    was given in (relative stays relative).
+    """
     found = []
-    for dirpath, dirnames, filenames in os.walk(class_dir):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(Path(dirpath) / f for f in sorted(filenames) if _is_image_file(f))
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]  # pruned, not entered
+        found.extend(os.path.join(dirpath, f) for f in filenames if _is_image_file(f))
     return sorted(found)
 
 
@@ -133,7 +139,9 @@ def load_image_folder(path: str | os.PathLike, on_error: str = "raise") -> Bunch
 
     paths, target = [], []
     for class_dir in (e for e in entries if e.is_dir()):
-        files = _class_files(class_dir)
+        # Sorted as paths (component by component), not as strings: the order, and so
+        # every seeded split of it, must not change between versions.
+        files = sorted(map(Path, _image_files(class_dir)))
         if not files:
             warnings.warn(
                 f"Folder {os.fspath(class_dir)!r} holds no images; it is not used as a class.",

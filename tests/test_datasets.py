@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from skconv.datasets import (
+    _image_files,
     load_image_folder,
     make_ultrasound,
     make_ultrasound_folder,
@@ -99,6 +100,21 @@ def test_load_image_folder_undecodable(image_folder):
         data = load_image_folder(image_folder, on_error="skip")
     assert data.skipped == [str(bad)]
     assert str(bad) not in data.paths.tolist() and len(data.paths) == 31
+
+
+def test_one_walker_for_image_folders(tmp_path, monkeypatch):
+    for name in ("b/x.png", "b-c.png", "a.PNG", "a_mask.png", ".h.png", ".cache/y.png", "n.txt"):
+        (tmp_path / "c" / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (8, 8)).save(tmp_path / "c" / name, format="PNG")
+    monkeypatch.chdir(tmp_path)
+    # the form given is kept; sorted as strings, the order a listing shows
+    assert _image_files("./c") == ["./c/a.PNG", "./c/b-c.png", "./c/b/x.png"]
+    # load_image_folder sorts by path components, as it always has: splits stay the same
+    assert [Path(p).name for p in load_image_folder(tmp_path).paths] == [
+        "a.PNG",
+        "x.png",
+        "b-c.png",
+    ]
 
 
 # -- split_folders ---------------------------------------------------------------------

@@ -13,7 +13,6 @@ import fnmatch
 import numbers
 import os
 import shutil
-import uuid
 import warnings
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from PIL import Image
 from scipy.special import expit
 from sklearn.utils import Bunch, check_random_state
 
-from ._io import atomic_write
+from ._io import atomic_dir
 from .images import ImageLoadError, load_image
 from .model_selection import find_near_duplicates, split_report, train_val_test_split
 
@@ -211,7 +210,8 @@ def split_folders(
     ``dst/<part>/<class>/<path within the class folder>``, with the split of
     :func:`~skconv.model_selection.train_val_test_split` stratified by class. ``src`` is
     only read. The tree is built in a hidden sibling folder of ``dst`` and renamed into
-    place when complete, so an interrupted copy leaves no half-written ``dst``.
+    place when complete (``skconv._io.atomic_dir``), so a failed or interrupted
+    copy leaves no half-written ``dst``.
     ``dst/manifest.csv`` lists every copy with the columns ``part``, ``class``,
     ``source`` (absolute path) and ``destination`` (relative to ``dst``).
 
@@ -295,19 +295,17 @@ def split_folders(
         random_state=random_state,
     )
 
-    dst_path.parent.mkdir(parents=True, exist_ok=True)
-    # A hidden sibling on the same file system, so the final rename is atomic.
-    tmp = dst_path.parent / f".{dst_path.name}.partial-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    # Built in a hidden sibling and renamed into place when complete: an error or
+    # Ctrl-C leaves no half-copied dst (nor the parent folders made for it).
+    with atomic_dir(dst_path, what="dst") as staging:
         rows = []
         for part, idx in zip(("train", "val", "test"), parts):
             for i in np.sort(idx):
                 source = Path(data.paths[i])
                 cls = data.target[i]
                 rel = Path(part, cls, source.relative_to(src_path / cls))
-                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(source, tmp / rel)
+                (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, staging / rel)
                 rows.append(
                     {
                         "part": part,
@@ -316,26 +314,14 @@ def split_folders(
                         "destination": rel.as_posix(),
                     }
                 )
-        _write_csv_atomic(tmp / "manifest.csv", rows, ["part", "class", "source", "destination"])
-        if dst_path.exists():
-            _refuse_non_empty(dst_path, "dst")  # it may have filled up meanwhile
-            dst_path.rmdir()
-        os.rename(tmp, dst_path)
-    except BaseException:
-        # Also on KeyboardInterrupt: leave nothing half-written behind.
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with open(staging / "manifest.csv", "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["part", "class", "source", "destination"])
+            writer.writeheader()
+            writer.writerows(rows)
 
     if verbose:
         split_report(*(data.target[p] for p in parts))
     return dst_path
-
-
-def _write_csv_atomic(path: Path, rows: list[dict], fieldnames: list[str]) -> None:
-    with atomic_write(path, "w", overwrite=True, newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fieldnames)
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 # --------------------------------------------------------------------------------------

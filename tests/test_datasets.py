@@ -173,6 +173,11 @@ def test_split_folders_interrupted_leaves_nothing(image_folder, tmp_path, monkey
     with pytest.raises(KeyboardInterrupt):
         split_folders(image_folder, tmp_path / "out", verbose=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["us"]
+    # the parent folders made for a deep dst go too
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        split_folders(image_folder, tmp_path / "new" / "deeper" / "out", verbose=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["us"]
 
 
 def test_split_folders_groups(image_folder, tmp_path):

@@ -21,17 +21,15 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import os
 import shlex
 import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -505,250 +503,6 @@ def _default_out() -> Path:
     return out
 
 
-# --------------------------------------------------------------------------- data
-
-
-@dataclass
-class _Data:
-    """Train, validation and test parts with how they were made."""
-
-    X: dict  # part -> ndarray of paths
-    y: dict  # part -> ndarray of labels
-    split: str  # how the parts were made, for the report
-    table: str = ""  # split_report's text
-    counts: dict = field(default_factory=dict)
-
-    def report_split(self) -> None:
-        from .model_selection import split_report
-
-        buffer = io.StringIO()
-        self.counts = split_report(*(self.y[p] for p in PARTS), file=buffer)
-        self.table = buffer.getvalue()
-        print(self.table, end="")
-
-
-def _presplit_layout(root: Path) -> bool:
-    present = [p for p in PARTS if (root / p).is_dir()]
-    if present and len(present) < len(PARTS):
-        missing = [p for p in PARTS if p not in present]
-        raise ValueError(
-            f"DATA {os.fspath(root)!r} has {', '.join(present)} but no {', '.join(missing)} "
-            "folder; give either one folder per class, or train, val and test folders."
-        )
-    return bool(present)
-
-
-def _load_presplit(root: Path) -> _Data:
-    from .datasets import load_image_folder
-
-    loaded = {part: load_image_folder(root / part) for part in PARTS}
-    known = set(loaded["train"].target_names)
-    for part in ("val", "test"):
-        unknown = sorted(set(loaded[part].target_names) - known)
-        if unknown:
-            raise ValueError(
-                f"{os.fspath(root / part)!r} has classes {unknown} that "
-                f"{os.fspath(root / 'train')!r} lacks; the model cannot learn "
-                "them."
-            )
-    return _Data(
-        X={p: loaded[p].paths for p in PARTS},
-        y={p: loaded[p].target for p in PARTS},
-        split=f"as given in {os.fspath(root)}/train, val and test",
-    )
-
-
-def _split_here(root: Path, args) -> _Data:
-    from .datasets import load_image_folder
-    from .model_selection import find_near_duplicates, train_val_test_split
-
-    val, test = _part_sizes(args)
-    data = load_image_folder(root)
-    groups = None
-    how = f"split here: stratified by class, val {val}, test {test}, seed {args.seed}"
-    if args.group_duplicates:
-        groups = find_near_duplicates(data.paths)
-        sizes = np.bincount(groups)
-        n_dup = int(sizes[sizes > 1].sum())
-        print(
-            f"Near-duplicates: {n_dup} of {len(groups)} images are in "
-            f"{int((sizes > 1).sum())} groups; each group stays in one part."
-        )
-        how += ", near-duplicate groups kept in one part"
-    parts = train_val_test_split(
-        data.paths,
-        data.target,
-        val_size=val,
-        test_size=test,
-        stratify=data.target,
-        groups=groups,
-        random_state=args.seed,
-    )
-    X = dict(zip(PARTS, parts[:3]))
-    y = dict(zip(PARTS, parts[3:]))
-    return _Data(X=X, y=y, split=how)
-
-
-# --------------------------------------------------------------------------- fitting
-
-
-def _build_model(mode: str, backbone: str, *, image_size, epochs, seed, X_val, y_val):
-    if mode == "features":
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import Pipeline
-
-        from .features import ConvFeatureTransformer
-
-        return Pipeline(
-            [
-                ("features", ConvFeatureTransformer(backbone, image_size=image_size, verbose=1)),
-                ("head", LogisticRegression(max_iter=2000)),
-            ]
-        )
-    from skorch.callbacks import ProgressBar
-    from skorch.dataset import Dataset
-    from skorch.helper import predefined_split
-
-    from .finetune import FineTuneClassifier
-
-    extra = {} if epochs is None else {"max_epochs": epochs}
-    return FineTuneClassifier(
-        backbone=backbone,
-        image_size=image_size,
-        # The validation part drives early stopping; the test part stays unseen.
-        train_split=predefined_split(Dataset(np.asarray(X_val), np.asarray(y_val))),
-        callbacks=[ProgressBar()],
-        verbose=1,
-        random_state=seed,
-        **extra,
-    )
-
-
-def _describe_model(model, mode: str) -> dict:
-    if mode == "features":
-        features = model.named_steps["features"]
-        return {
-            "mode": "features",
-            "backbone": features.backbone_,
-            "image_size": features.preprocessing_.image_size,
-            "n_features": features.n_features_out_,
-            "head": "LogisticRegression(max_iter=2000)",
-        }
-    history = model.history
-    return {
-        "mode": "finetune",
-        "backbone": model.module_.backbone_identity,
-        "image_size": model.preprocessing_.image_size,
-        "epochs_run": len(history),
-        "best_valid_loss": min(
-            (h["valid_loss"] for h in history if "valid_loss" in h), default=None
-        ),
-    }
-
-
-def _fit_evaluate_save(
-    data: _Data,
-    *,
-    mode: str,
-    backbone: str,
-    out: Path,
-    image_size=None,
-    epochs=None,
-    seed=0,
-    source: str = "",
-    command: str = "",
-    temporary: bool = False,
-) -> Any:
-    """Fit, evaluate on val and test, print the results, write everything into ``out``."""
-    from ._io import atomic_dir, dump_joblib, write_json, write_text
-    from .report import evaluate, format_metrics, markdown_report, plot_confusion_matrix
-
-    model = _build_model(
-        mode,
-        backbone,
-        image_size=image_size,
-        epochs=epochs,
-        seed=seed,
-        X_val=data.X["val"],
-        y_val=data.y["val"],
-    )
-    n_train = len(data.X["train"])
-    print(f"\nFitting {mode} model on {n_train} images, backbone {backbone}:", flush=True)
-    start = time.perf_counter()
-    model.fit(data.X["train"], data.y["train"])
-    fit_s = time.perf_counter() - start
-
-    start = time.perf_counter()
-    results = {part: evaluate(model, data.X[part], data.y[part]) for part in ("val", "test")}
-    eval_s = time.perf_counter() - start
-    for part, title in (("val", "Validation"), ("test", "Test")):
-        print(f"\n{format_metrics(results[part], title=title)}")
-
-    description = _describe_model(model, mode)
-    details = {
-        "data": source,
-        "split": data.split,
-        "mode": mode,
-        "backbone": f"{description['backbone']['name']} (weights "
-        f"{description['backbone']['weights']})",
-        "input size": f"{description['image_size']} px",
-        "classes": ", ".join(map(str, model.classes_)),
-        "fit time": f"{fit_s:.1f} s on {n_train} images",
-        "skconv": __version__,
-    }
-    if command:
-        details = {"command": f"`{command}`", **details}
-    if mode == "finetune":
-        details["note"] = (
-            "the validation part chose the epoch kept (early stopping), so its "
-            "numbers are optimistic; the test part was not seen in training"
-        )
-    figures = {"Confusion matrix, test part": "confusion_matrix.png"}
-    if mode == "finetune":
-        figures["Learning curves"] = "learning_curves.png"
-    metrics = {
-        "skconv_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": command,
-        "data": source,
-        "split": {"method": data.split, "seed": seed, "counts": data.counts},
-        "model": description,
-        "classes": [str(c) for c in model.classes_],
-        "val": results["val"],
-        "test": results["test"],
-        "timing_s": {"fit": round(fit_s, 3), "evaluate": round(eval_s, 3)},
-    }
-    report = markdown_report(
-        {"Validation": results["val"], "Test": results["test"]},
-        title=f"skconv {mode} model: {backbone}",
-        details=details,
-        split_table=data.table,
-        figures=figures,
-    )
-
-    with atomic_dir(out, what="--out") as staging:
-        dump_joblib(model, staging / "model.joblib")
-        write_json(staging / "metrics.json", metrics)
-        write_text(staging / "report.md", report)
-        test = results["test"]
-        plot_confusion_matrix(
-            test["confusion_matrix"],
-            test["labels"],
-            staging / "confusion_matrix.png",
-            title=f"Test part ({test['n_samples']} images)",
-        )
-        if mode == "finetune":
-            from .finetune import plot_learning_curves
-
-            plot_learning_curves(model, staging / "learning_curves.png")
-    written = "  ".join(sorted(p.name for p in out.iterdir()))
-    if temporary:
-        print(f"\nWrote {written} to a temporary folder (--out DIR keeps them).")
-    else:
-        print(f"\nWrote {os.fspath(out)}{os.sep}: {written}")
-    return model
-
-
 # --------------------------------------------------------------------------- verbs
 
 
@@ -788,6 +542,8 @@ def _cmd_split(args) -> int:
 
 
 def _cmd_fit(args) -> int:
+    from .experiment import _presplit_layout, fit_folder
+
     root = _existing_dir(args.data, "DATA")
     backbone = _check_backbone(args.backbone)
     out = _new_dir(args.out if args.out else _default_out(), "--out")
@@ -796,12 +552,11 @@ def _cmd_fit(args) -> int:
         raise UsageError(
             f"--out {os.fspath(out)!r} lies inside DATA {args.data!r}; choose a folder outside it."
         )
-    _part_sizes(args)
+    val, test = _part_sizes(args)
     if args.epochs is not None and args.mode != "finetune":
         raise UsageError(
             "--epochs applies to --mode finetune only; the features mode has no epochs."
         )
-    presplit = _presplit_layout(root)
     given = [
         flag
         for flag, on in (
@@ -811,27 +566,26 @@ def _cmd_fit(args) -> int:
         )
         if on
     ]
-    if presplit and given:
+    if _presplit_layout(root, what="DATA") and given:
         raise UsageError(
             f"{' and '.join(given)} apply when DATA is split here, but "
             f"{args.data!r} already has train, val and test folders."
         )
 
-    data = _load_presplit(root) if presplit else _split_here(root, args)
-    print(f"Data: {os.fspath(root)} ({data.split})\n")
-    data.report_split()
-    command = shlex.join([PROG, *args.argv])
-    _fit_evaluate_save(
-        data,
+    result = fit_folder(
+        root,
+        out,
         mode=args.mode,
         backbone=backbone,
-        out=out,
         image_size=args.image_size,
         epochs=args.epochs,
-        seed=args.seed,
-        source=os.fspath(root.resolve()),
-        command=command,
+        val_size=val,
+        test_size=test,
+        group_duplicates=args.group_duplicates,
+        random_state=args.seed,
+        command=shlex.join([PROG, *args.argv]),
     )
+    print(f"\nWrote {os.fspath(out)}{os.sep}: {'  '.join(result.files)}")
     print(f"Predict with: {PROG} predict {os.fspath(out / 'model.joblib')} IMAGES...")
     return 0
 
@@ -1059,7 +813,8 @@ def _cmd_backbones(args) -> int:
 def _cmd_demo(args) -> int:
     import joblib
 
-    from .datasets import make_ultrasound_folder, split_folders
+    from .datasets import make_ultrasound_folder
+    from .experiment import fit_folder
     from .report import predict_with_proba, text_table
 
     start = time.perf_counter()
@@ -1069,7 +824,7 @@ def _cmd_demo(args) -> int:
         print(
             f"skconv demo: {DEMO_PER_CLASS} synthetic ultrasound-like images per class, "
             f"{DEMO_IMAGE_SIZE} px (speckle on tissue layers; normal: no lesion, benign: a "
-            "smooth oval, malignant: an irregular dark lesion), in a temporary folder.",
+            "smooth oval, malignant: an irregular dark lesion), in a temporary folder.\n",
             flush=True,
         )
         src = make_ultrasound_folder(
@@ -1078,30 +833,24 @@ def _cmd_demo(args) -> int:
             image_size=DEMO_IMAGE_SIZE,
             random_state=args.seed,
         )
-        print("\nSplit 70:15:15, stratified by class (as 'skconv split' does):\n", flush=True)
-        split_dir = split_folders(src, tmp / "split", random_state=args.seed, verbose=False)
-        data = _load_presplit(split_dir)
-        data.split = f"synthetic, split 70:15:15 stratified by class, seed {args.seed}"
-        data.report_split()
-
-        model_dir = out if out is not None else tmp / "model"
-        _fit_evaluate_save(
-            data,
-            mode="features",
+        # What 'skconv fit' does: split 70:15:15 stratified by class, fit, evaluate, save.
+        result = fit_folder(
+            src,
+            out if out is not None else tmp / "model",
             backbone=DEFAULT_BACKBONE,
-            out=model_dir,
-            seed=args.seed,
-            source="synthetic (skconv.datasets.make_ultrasound_folder)",
+            random_state=args.seed,
             command="skconv demo",
-            temporary=out is None,
         )
+        written = "  ".join(result.files)
+        if out is None:
+            print(f"\nWrote {written} to a temporary folder (--out DIR keeps them).")
+        else:
+            print(f"\nWrote {os.fspath(out)}{os.sep}: {written}")
 
-        model = joblib.load(model_dir / "model.joblib")
+        model = joblib.load(result.out / "model.joblib")
         # One test image of each class, so that the three predictions differ.
-        picks = [
-            data.X["test"][np.flatnonzero(data.y["test"] == c)[0]]
-            for c in np.unique(data.y["test"])
-        ][:3]
+        X_test, y_test = result.paths["test"], result.target["test"]
+        picks = [X_test[np.flatnonzero(y_test == c)[0]] for c in np.unique(y_test)][:3]
         print("\nReloaded model.joblib; predictions for three test images:", flush=True)
         y_pred, proba = predict_with_proba(model, np.asarray(picks))
         rows = [

@@ -22,6 +22,7 @@ MODULES = [
     "skconv.finetune",
     "skconv.model_selection",
     "skconv.datasets",
+    "skconv.experiment",
     "skconv.pooling",
     "skconv.report",
     "skconv.explain",

@@ -170,20 +170,14 @@ def fit_folder(
             "choose a folder outside it."
         )
 
-    if _presplit_layout(root):
-        parts = _load_presplit(root)
-    else:
-        parts = _split_here(
-            root,
-            val_size=val_size,
-            test_size=test_size,
-            group_duplicates=group_duplicates,
-            random_state=random_state,
-            verbose=verbose,
-        )
-    buffer = io.StringIO()
-    parts.counts = split_report(*(parts.target[p] for p in PARTS), file=buffer)
-    parts.table = buffer.getvalue()
+    parts = _load_parts(
+        root,
+        val_size=val_size,
+        test_size=test_size,
+        group_duplicates=group_duplicates,
+        random_state=random_state,
+        verbose=verbose,
+    )
     if verbose:
         print(f"Data: {os.fspath(root)} ({parts.method})\n")
         print(parts.table, end="")
@@ -211,64 +205,19 @@ def fit_folder(
         for part, title in (("val", "Validation"), ("test", "Test")):
             print(f"\n{format_metrics(results[part], title=title)}")
 
-    source = os.fspath(root.resolve())
-    description = _describe_model(model, mode)
-    metrics = {
-        "skconv_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": command,
-        "data": source,
-        "split": {"method": parts.method, "seed": random_state, "counts": parts.counts},
-        "model": description,
-        "classes": [str(c) for c in model.classes_],
-        "val": results["val"],
-        "test": results["test"],
-        "timing_s": {"fit": round(fit_s, 3), "evaluate": round(eval_s, 3)},
-    }
-    details = {
-        "data": source,
-        "split": parts.method,
-        "mode": mode,
-        "backbone": f"{description['backbone']['name']} (weights "
-        f"{description['backbone']['weights']})",
-        "input size": f"{description['image_size']} px",
-        "classes": ", ".join(map(str, model.classes_)),
-        "fit time": f"{fit_s:.1f} s on {n_train} images",
-        "skconv": __version__,
-    }
-    if command:
-        details = {"command": f"`{command}`", **details}
-    if mode == "finetune":
-        details["note"] = (
-            "the validation part chose the epoch kept (early stopping), so its "
-            "numbers are optimistic; the test part was not seen in training"
-        )
-    figures = {"Confusion matrix, test part": "confusion_matrix.png"}
-    if mode == "finetune":
-        figures["Learning curves"] = "learning_curves.png"
-    report = markdown_report(
-        {"Validation": results["val"], "Test": results["test"]},
-        title=f"skconv {mode} model: {backbone}",
-        details=details,
-        split_table=parts.table,
-        figures=figures,
+    metrics, report = _records(
+        model,
+        mode,
+        backbone,
+        parts,
+        results,
+        source=os.fspath(root.resolve()),
+        command=command,
+        random_state=random_state,
+        fit_s=fit_s,
+        eval_s=eval_s,
     )
-
-    with atomic_dir(out, what="out") as staging:
-        dump_joblib(model, staging / "model.joblib")
-        write_json(staging / "metrics.json", metrics)
-        write_text(staging / "report.md", report)
-        test = results["test"]
-        plot_confusion_matrix(
-            test["confusion_matrix"],
-            test["labels"],
-            staging / "confusion_matrix.png",
-            title=f"Test part ({test['n_samples']} images)",
-        )
-        if mode == "finetune":
-            from .finetune import plot_learning_curves
-
-            plot_learning_curves(model, staging / "learning_curves.png")
+    _save(out, model, mode, metrics, report, results["test"])
     return Bunch(
         model=model,
         metrics=metrics,
@@ -291,6 +240,25 @@ class _Parts:
     method: str  # how the parts were made, for the report
     table: str = ""  # split_report's text
     counts: dict = field(default_factory=dict)  # split_report's counts
+
+
+def _load_parts(root: Path, *, val_size, test_size, group_duplicates, random_state, verbose):
+    """The parts as given in train/val/test folders, or split here; with their table."""
+    if _presplit_layout(root):
+        parts = _load_presplit(root)
+    else:
+        parts = _split_here(
+            root,
+            val_size=val_size,
+            test_size=test_size,
+            group_duplicates=group_duplicates,
+            random_state=random_state,
+            verbose=verbose,
+        )
+    buffer = io.StringIO()
+    parts.counts = split_report(*(parts.target[p] for p in PARTS), file=buffer)
+    parts.table = buffer.getvalue()
+    return parts
 
 
 def _presplit_layout(root: Path, what: str = "data") -> bool:
@@ -414,3 +382,72 @@ def _describe_model(model, mode: str) -> dict:
             (h["valid_loss"] for h in history if "valid_loss" in h), default=None
         ),
     }
+
+
+# --------------------------------------------------------------------------- records
+
+
+def _records(
+    model, mode, backbone, parts, results, *, source, command, random_state, fit_s, eval_s
+):
+    """metrics.json's content and report.md's text."""
+    description = _describe_model(model, mode)
+    metrics = {
+        "skconv_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "data": source,
+        "split": {"method": parts.method, "seed": random_state, "counts": parts.counts},
+        "model": description,
+        "classes": [str(c) for c in model.classes_],
+        "val": results["val"],
+        "test": results["test"],
+        "timing_s": {"fit": round(fit_s, 3), "evaluate": round(eval_s, 3)},
+    }
+    details = {
+        "data": source,
+        "split": parts.method,
+        "mode": mode,
+        "backbone": f"{description['backbone']['name']} (weights "
+        f"{description['backbone']['weights']})",
+        "input size": f"{description['image_size']} px",
+        "classes": ", ".join(map(str, model.classes_)),
+        "fit time": f"{fit_s:.1f} s on {len(parts.paths['train'])} images",
+        "skconv": __version__,
+    }
+    if command:
+        details = {"command": f"`{command}`", **details}
+    if mode == "finetune":
+        details["note"] = (
+            "the validation part chose the epoch kept (early stopping), so its "
+            "numbers are optimistic; the test part was not seen in training"
+        )
+    figures = {"Confusion matrix, test part": "confusion_matrix.png"}
+    if mode == "finetune":
+        figures["Learning curves"] = "learning_curves.png"
+    report = markdown_report(
+        {"Validation": results["val"], "Test": results["test"]},
+        title=f"skconv {mode} model: {backbone}",
+        details=details,
+        split_table=parts.table,
+        figures=figures,
+    )
+    return metrics, report
+
+
+def _save(out: Path, model, mode: str, metrics: dict, report: str, test: dict) -> None:
+    """Write everything into ``out`` at once: all the files, or none."""
+    with atomic_dir(out, what="out") as staging:
+        dump_joblib(model, staging / "model.joblib")
+        write_json(staging / "metrics.json", metrics)
+        write_text(staging / "report.md", report)
+        plot_confusion_matrix(
+            test["confusion_matrix"],
+            test["labels"],
+            staging / "confusion_matrix.png",
+            title=f"Test part ({test['n_samples']} images)",
+        )
+        if mode == "finetune":
+            from .finetune import plot_learning_curves
+
+            plot_learning_curves(model, staging / "learning_curves.png")

@@ -13,7 +13,6 @@ import fnmatch
 import numbers
 import os
 import shutil
-import uuid
 import warnings
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from PIL import Image
 from scipy.special import expit
 from sklearn.utils import Bunch, check_random_state
 
-from ._io import atomic_write
+from ._io import atomic_dir
 from .images import ImageLoadError, load_image
 from .model_selection import find_near_duplicates, split_report, train_val_test_split
 
@@ -46,12 +45,18 @@ def _is_image_file(name: str) -> bool:
     )
 
 
-def _class_files(class_dir: Path) -> list[Path]:
-    """Image files under ``class_dir`` (recursively), sorted, hidden entries left out."""
+def _image_files(folder: str | os.PathLike) -> list[str]:
+    """Image files under ``folder``, recursively, sorted as strings.
+
+    The one walker of image folders (``load_image_folder`` and the command line's IMAGES
+    use it): hidden files and folders, masks and files without an image extension are
+    left out. Paths are ``os.path.join(folder, ...)``, so they keep the form ``folder``
+    was given in (relative stays relative).
+    """
     found = []
-    for dirpath, dirnames, filenames in os.walk(class_dir):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(Path(dirpath) / f for f in sorted(filenames) if _is_image_file(f))
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]  # pruned, not entered
+        found.extend(os.path.join(dirpath, f) for f in filenames if _is_image_file(f))
     return sorted(found)
 
 
@@ -133,7 +138,9 @@ def load_image_folder(path: str | os.PathLike, on_error: str = "raise") -> Bunch
 
     paths, target = [], []
     for class_dir in (e for e in entries if e.is_dir()):
-        files = _class_files(class_dir)
+        # Sorted as paths (component by component), not as strings: the order, and so
+        # every seeded split of it, must not change between versions.
+        files = sorted(map(Path, _image_files(class_dir)))
         if not files:
             warnings.warn(
                 f"Folder {os.fspath(class_dir)!r} holds no images; it is not used as a class.",
@@ -203,7 +210,8 @@ def split_folders(
     ``dst/<part>/<class>/<path within the class folder>``, with the split of
     :func:`~skconv.model_selection.train_val_test_split` stratified by class. ``src`` is
     only read. The tree is built in a hidden sibling folder of ``dst`` and renamed into
-    place when complete, so an interrupted copy leaves no half-written ``dst``.
+    place when complete (``skconv._io.atomic_dir``), so a failed or interrupted
+    copy leaves no half-written ``dst``.
     ``dst/manifest.csv`` lists every copy with the columns ``part``, ``class``,
     ``source`` (absolute path) and ``destination`` (relative to ``dst``).
 
@@ -287,19 +295,17 @@ def split_folders(
         random_state=random_state,
     )
 
-    dst_path.parent.mkdir(parents=True, exist_ok=True)
-    # A hidden sibling on the same file system, so the final rename is atomic.
-    tmp = dst_path.parent / f".{dst_path.name}.partial-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    # Built in a hidden sibling and renamed into place when complete: an error or
+    # Ctrl-C leaves no half-copied dst (nor the parent folders made for it).
+    with atomic_dir(dst_path, what="dst") as staging:
         rows = []
         for part, idx in zip(("train", "val", "test"), parts):
             for i in np.sort(idx):
                 source = Path(data.paths[i])
                 cls = data.target[i]
                 rel = Path(part, cls, source.relative_to(src_path / cls))
-                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(source, tmp / rel)
+                (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, staging / rel)
                 rows.append(
                     {
                         "part": part,
@@ -308,26 +314,14 @@ def split_folders(
                         "destination": rel.as_posix(),
                     }
                 )
-        _write_csv_atomic(tmp / "manifest.csv", rows, ["part", "class", "source", "destination"])
-        if dst_path.exists():
-            _refuse_non_empty(dst_path, "dst")  # it may have filled up meanwhile
-            dst_path.rmdir()
-        os.rename(tmp, dst_path)
-    except BaseException:
-        # Also on KeyboardInterrupt: leave nothing half-written behind.
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with open(staging / "manifest.csv", "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["part", "class", "source", "destination"])
+            writer.writeheader()
+            writer.writerows(rows)
 
     if verbose:
         split_report(*(data.target[p] for p in parts))
     return dst_path
-
-
-def _write_csv_atomic(path: Path, rows: list[dict], fieldnames: list[str]) -> None:
-    with atomic_write(path, "w", overwrite=True, newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fieldnames)
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 # --------------------------------------------------------------------------------------

@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 from pathlib import Path
 
 import joblib
 import numpy as np
 import pytest
+from cli_helpers import TINY, run
 from PIL import Image
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
 from skconv import ConvFeatureTransformer
-from skconv.cli import main
 from skconv.datasets import load_image_folder, make_ultrasound_folder
-
-# Random weights at 32 px: the command is under test, not the model.
-TINY = dict(backbone="resnet18", weights=None, image_size=32)
-
-
-def _run(*argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +42,7 @@ def test_explain_writes_one_overlay_per_image(images, model, tmp_path):
         landscape
     )
     out = tmp_path / "maps"
-    code, stdout, stderr = _run("explain", model, images / "benign", landscape, "--out", out)
+    code, stdout, stderr = run("explain", model, images / "benign", landscape, "--out", out)
     assert code == 0, stderr
 
     benign = sorted((images / "benign").glob("*.png"))
@@ -75,7 +63,7 @@ def test_explain_writes_one_overlay_per_image(images, model, tmp_path):
 
 def test_explain_target_and_options(images, model, tmp_path):
     out = tmp_path / "maps"
-    code, _, stderr = _run(
+    code, _, stderr = run(
         "explain",
         model,
         images / "normal",
@@ -103,7 +91,7 @@ def test_explain_names_same_stems_apart(model, tmp_path):
         (tmp_path / folder).mkdir()
         Image.new("L", (40, 30), 120).save(tmp_path / folder / "scan.png")
     out = tmp_path / "maps"
-    code, _, stderr = _run("explain", model, tmp_path / "a", tmp_path / "b", "--out", out)
+    code, _, stderr = run("explain", model, tmp_path / "a", tmp_path / "b", "--out", out)
     assert code == 0, stderr
     assert sorted(p.name for p in out.iterdir()) == [
         "explain.csv",
@@ -127,7 +115,7 @@ def test_explain_names_same_stems_apart(model, tmp_path):
 )
 def test_explain_bad_options_fail_in_one_line(images, model, tmp_path, extra, status, message):
     out = tmp_path / "maps"
-    code, stdout, stderr = _run("explain", model, images / "benign", "--out", out, *extra)
+    code, stdout, stderr = run("explain", model, images / "benign", "--out", out, *extra)
     assert code == status
     assert stderr.count("\n") == 1 and stderr.startswith("skconv: error: ")
     assert message in stderr
@@ -138,7 +126,7 @@ def test_explain_refuses_a_non_empty_out(images, model, tmp_path):
     out = tmp_path / "maps"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    code, _, stderr = _run("explain", model, images / "benign", "--out", out)
+    code, _, stderr = run("explain", model, images / "benign", "--out", out)
     assert code == 2
     assert "exists and is not empty; refusing to write into it" in stderr
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
@@ -152,18 +140,18 @@ def test_explain_refuses_a_model_it_cannot_explain(images, tmp_path):
     path = tmp_path / "forest.joblib"
     joblib.dump(forest, path)
     out = tmp_path / "maps"
-    code, _, stderr = _run("explain", path, images / "benign", "--out", out)
+    code, _, stderr = run("explain", path, images / "benign", "--out", out)
     assert code == 2 and stderr.count("\n") == 1
     assert "needs a linear classifier" in stderr and "RandomForestClassifier" in stderr
     assert not out.exists()
 
 
 def test_explain_missing_inputs(model, images, tmp_path):
-    code, _, stderr = _run("explain", tmp_path / "none.joblib", images, "--out", tmp_path / "o")
+    code, _, stderr = run("explain", tmp_path / "none.joblib", images, "--out", tmp_path / "o")
     assert code == 2 and "does not exist" in stderr
-    code, _, stderr = _run("explain", model, tmp_path / "nothing.png", "--out", tmp_path / "o")
+    code, _, stderr = run("explain", model, tmp_path / "nothing.png", "--out", tmp_path / "o")
     assert code == 2 and "IMAGES" in stderr and "does not exist" in stderr
-    code, _, stderr = _run("explain", model, images)
+    code, _, stderr = run("explain", model, images)
     assert code == 2 and "--out" in stderr
 
 
@@ -173,7 +161,7 @@ def test_explain_leaves_nothing_when_an_image_fails(model, tmp_path):
     Image.new("L", (40, 30), 90).save(bad / "a.png")
     (bad / "b.png").write_bytes(b"not a png")
     out = tmp_path / "maps"
-    code, _, stderr = _run("explain", model, bad, "--out", out)
+    code, _, stderr = run("explain", model, bad, "--out", out)
     assert code == 1 and "b.png" in stderr and stderr.count("\n") == 1
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]

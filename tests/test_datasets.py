@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from skconv.datasets import (
+    _image_files,
     load_image_folder,
     make_ultrasound,
     make_ultrasound_folder,
@@ -101,6 +102,21 @@ def test_load_image_folder_undecodable(image_folder):
     assert str(bad) not in data.paths.tolist() and len(data.paths) == 31
 
 
+def test_one_walker_for_image_folders(tmp_path, monkeypatch):
+    for name in ("b/x.png", "b-c.png", "a.PNG", "a_mask.png", ".h.png", ".cache/y.png", "n.txt"):
+        (tmp_path / "c" / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (8, 8)).save(tmp_path / "c" / name, format="PNG")
+    monkeypatch.chdir(tmp_path)
+    # the form given is kept; sorted as strings, the order a listing shows
+    assert _image_files("./c") == ["./c/a.PNG", "./c/b-c.png", "./c/b/x.png"]
+    # load_image_folder sorts by path components, as it always has: splits stay the same
+    assert [Path(p).name for p in load_image_folder(tmp_path).paths] == [
+        "a.PNG",
+        "x.png",
+        "b-c.png",
+    ]
+
+
 # -- split_folders ---------------------------------------------------------------------
 
 
@@ -156,6 +172,11 @@ def test_split_folders_interrupted_leaves_nothing(image_folder, tmp_path, monkey
     monkeypatch.setattr(shutil, "copy2", flaky_copy)
     with pytest.raises(KeyboardInterrupt):
         split_folders(image_folder, tmp_path / "out", verbose=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["us"]
+    # the parent folders made for a deep dst go too
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        split_folders(image_folder, tmp_path / "new" / "deeper" / "out", verbose=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["us"]
 
 

@@ -22,6 +22,8 @@ MODULES = [
     "skconv.finetune",
     "skconv.model_selection",
     "skconv.datasets",
+    "skconv.experiment",
+    "skconv.cli",
     "skconv.pooling",
     "skconv.report",
     "skconv.explain",

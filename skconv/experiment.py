@@ -1,0 +1,453 @@
+"""A whole experiment on a folder of images: split, fit, evaluate, save.
+
+:func:`fit_folder` is the work behind ``skconv fit`` and ``skconv demo``, callable from
+Python: it reads one folder of images per class (or a folder already split into
+``train/``, ``val/`` and ``test/``), splits it, fits a classifier, evaluates it on the
+validation and test parts and writes the model and its report into a new folder, all of
+it or nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from sklearn.utils import Bunch
+
+from . import __version__
+from ._io import atomic_dir, check_new_dir, dump_joblib, write_json, write_text
+from .datasets import load_image_folder
+from .model_selection import find_near_duplicates, split_report, train_val_test_split
+from .report import evaluate, format_metrics, markdown_report, plot_confusion_matrix
+
+__all__ = ["fit_folder"]
+
+PARTS = ("train", "val", "test")
+MODES = ("features", "finetune")
+DEFAULT_BACKBONE = "efficientnet_lite0"  # small, CPU-friendly, packaged: works offline
+# Near-duplicate grouping when a folder is split here: the default of fit_folder and of
+# the command's --group-duplicates, so that changing it is this one line.
+DEFAULT_GROUP_DUPLICATES = False
+
+
+def fit_folder(
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    mode: str = "features",
+    backbone: str = DEFAULT_BACKBONE,
+    image_size: int | None = None,
+    epochs: int | None = None,
+    val_size: float | int = 0.15,
+    test_size: float | int = 0.15,
+    group_duplicates: bool = DEFAULT_GROUP_DUPLICATES,
+    random_state: int | None = 0,
+    command: str | None = None,
+    verbose: int = 1,
+) -> Bunch:
+    """Split an image folder, fit a classifier, evaluate it and save everything.
+
+    This is what ``skconv fit`` runs. ``data`` is either one folder of images per class,
+    split here by :func:`~skconv.model_selection.train_val_test_split` (stratified by
+    class), or a folder with ``train/``, ``val/`` and ``test/`` sub-folders of class
+    folders (as :func:`~skconv.datasets.split_folders` writes), used as given. The model
+    is fitted on the training part and evaluated on the validation and test parts; then
+    ``out`` receives ``model.joblib``, ``metrics.json``, ``report.md``,
+    ``confusion_matrix.png`` (of the test part) and, for ``mode="finetune"``,
+    ``learning_curves.png``. ``out`` is built under a temporary name and renamed into
+    place at the end, so an error or Ctrl-C leaves nothing; ``data`` is only read.
+
+    Parameters
+    ----------
+    data : str or path-like
+        Folder of class folders, or of ``train``, ``val`` and ``test`` folders of class
+        folders. Images are found as :func:`~skconv.datasets.load_image_folder` finds
+        them.
+    out : str or path-like
+        New folder for the results. It must not exist or be empty, and must not lie in
+        ``data`` (it would read as one more class on the next run).
+    mode : {"features", "finetune"}, default="features"
+        ``"features"``: a :class:`~skconv.ConvFeatureTransformer` as a fixed feature
+        extractor before a ``LogisticRegression(max_iter=2000)`` head (fast; works well
+        on a few hundred images). ``"finetune"``: a :class:`~skconv.FineTuneClassifier`
+        that trains every layer, stopping early on the validation part.
+    backbone : str, default="efficientnet_lite0"
+        The pretrained network, a name from :func:`skconv.zoo.list_backbones`.
+    image_size : int or None, default=None
+        Side in pixels of the square input to the network; None uses the size the
+        backbone's weights were trained at.
+    epochs : int or None, default=None
+        Most training epochs for ``mode="finetune"``; None keeps
+        :class:`~skconv.FineTuneClassifier`'s default. Must be None for ``"features"``.
+    val_size : float or int, default=0.15
+        Validation part when ``data`` is split here: a fraction of each class, or a
+        number of images. Not used when ``data`` is already split.
+    test_size : float or int, default=0.15
+        Test part when ``data`` is split here, as for ``val_size``.
+    group_duplicates : bool, default=False
+        When ``data`` is split here, keep groups of near-duplicate images (found by
+        :func:`~skconv.model_selection.find_near_duplicates`) in one part, so that
+        copies cannot leak into the test part. Not used when ``data`` is already split.
+    random_state : int or None, default=0
+        Seed of the split and of the training; an int gives the same result twice.
+    command : str or None, default=None
+        How the experiment was started (``skconv fit`` passes its command line),
+        recorded in ``metrics.json`` and ``report.md``.
+    verbose : int, default=1
+        0 prints nothing; 1 prints the split table, a progress bar while fitting and
+        the metrics of the validation and test parts.
+
+    Returns
+    -------
+    result : :class:`~sklearn.utils.Bunch`
+        With the keys
+
+        model : fitted classifier
+            A :class:`~sklearn.pipeline.Pipeline` (``"features"``) or a
+            :class:`~skconv.FineTuneClassifier`, as saved in ``model.joblib``.
+        metrics : dict
+            What ``metrics.json`` holds: the split, the model, and the metrics of the
+            ``"val"`` and ``"test"`` parts (see :func:`skconv.report.evaluate`).
+        out : pathlib.Path
+            The folder written.
+        files : list of str
+            The names of the files in ``out``, sorted.
+        paths, target : dict of str to ndarray
+            The image paths and classes of each part, keyed ``"train"``, ``"val"`` and
+            ``"test"``.
+
+    Raises
+    ------
+    FileExistsError
+        If ``out`` exists and is not an empty folder (checked before any work).
+    ValueError
+        If a parameter is invalid (an unknown ``backbone`` or ``mode``, ``epochs`` with
+        ``"features"``, ``out`` inside ``data``); if ``data`` holds no images in class
+        folders, only some of ``train``, ``val`` and ``test``, or classes in ``val`` or
+        ``test`` that ``train`` lacks; or if the split cannot be made.
+
+    See Also
+    --------
+    skconv.datasets.split_folders : Copy a folder into ``train``, ``val`` and ``test``.
+    skconv.model_selection.train_val_test_split : The split made here.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from skconv.datasets import make_ultrasound_folder
+    >>> from skconv.experiment import fit_folder
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> images = make_ultrasound_folder(tmp.name + "/us", n_per_class=8, random_state=0)
+    >>> result = fit_folder(images, tmp.name + "/run", image_size=64, verbose=0)
+    >>> result.files
+    ['confusion_matrix.png', 'metrics.json', 'model.joblib', 'report.md']
+    >>> result.metrics["split"]["counts"]["benign"]
+    {'total': 8, 'train': 5, 'val': 1, 'test': 2}
+    >>> result.model.predict(result.paths["test"]).shape
+    (6,)
+    >>> tmp.cleanup()
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be 'features' or 'finetune', got {mode!r}.")
+    if epochs is not None and mode != "finetune":
+        raise ValueError(
+            "epochs applies to mode='finetune' only; the features mode has no epochs."
+        )
+    from .zoo import _check_backbone_name
+
+    backbone = _check_backbone_name(backbone)
+    root, out = Path(data), Path(out)
+    # Checked before the work, not only when renaming at the end: a fit can take hours.
+    check_new_dir(out, what="out")
+    if root.resolve() in out.resolve().parents:
+        raise ValueError(
+            f"out {os.fspath(out)!r} lies inside data {os.fspath(root)!r}; "
+            "choose a folder outside it."
+        )
+
+    parts = _load_parts(
+        root,
+        val_size=val_size,
+        test_size=test_size,
+        group_duplicates=group_duplicates,
+        random_state=random_state,
+        verbose=verbose,
+    )
+    if verbose:
+        print(f"Data: {os.fspath(root)} ({parts.method})\n")
+        print(parts.table, end="")
+
+    model = _build_model(
+        mode,
+        backbone,
+        image_size=image_size,
+        epochs=epochs,
+        random_state=random_state,
+        validation=(parts.paths["val"], parts.target["val"]),
+        verbose=verbose,
+    )
+    n_train = len(parts.paths["train"])
+    if verbose:
+        print(f"\nFitting {mode} model on {n_train} images, backbone {backbone}:", flush=True)
+    start = time.perf_counter()
+    model.fit(parts.paths["train"], parts.target["train"])
+    fit_s = time.perf_counter() - start
+
+    start = time.perf_counter()
+    results = {p: evaluate(model, parts.paths[p], parts.target[p]) for p in ("val", "test")}
+    eval_s = time.perf_counter() - start
+    if verbose:
+        for part, title in (("val", "Validation"), ("test", "Test")):
+            print(f"\n{format_metrics(results[part], title=title)}")
+
+    metrics, report = _records(
+        model,
+        mode,
+        backbone,
+        parts,
+        results,
+        source=os.fspath(root.resolve()),
+        command=command,
+        random_state=random_state,
+        fit_s=fit_s,
+        eval_s=eval_s,
+    )
+    _save(out, model, mode, metrics, report, results["test"])
+    return Bunch(
+        model=model,
+        metrics=metrics,
+        out=out,
+        files=sorted(p.name for p in out.iterdir()),
+        paths=parts.paths,
+        target=parts.target,
+    )
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class _Parts:
+    """Train, validation and test parts with how they were made."""
+
+    paths: dict  # part -> ndarray of paths
+    target: dict  # part -> ndarray of labels
+    method: str  # how the parts were made, for the report
+    table: str = ""  # split_report's text
+    counts: dict = field(default_factory=dict)  # split_report's counts
+
+
+def _load_parts(root: Path, *, val_size, test_size, group_duplicates, random_state, verbose):
+    """The parts as given in train/val/test folders, or split here; with their table."""
+    if _presplit_layout(root):
+        parts = _load_presplit(root)
+    else:
+        parts = _split_here(
+            root,
+            val_size=val_size,
+            test_size=test_size,
+            group_duplicates=group_duplicates,
+            random_state=random_state,
+            verbose=verbose,
+        )
+    buffer = io.StringIO()
+    parts.counts = split_report(*(parts.target[p] for p in PARTS), file=buffer)
+    parts.table = buffer.getvalue()
+    return parts
+
+
+def _presplit_layout(root: Path, what: str = "data") -> bool:
+    """Whether ``root`` holds train, val and test folders; an error if only some."""
+    present = [p for p in PARTS if (root / p).is_dir()]
+    if present and len(present) < len(PARTS):
+        missing = [p for p in PARTS if p not in present]
+        raise ValueError(
+            f"{what} {os.fspath(root)!r} has {', '.join(present)} but no {', '.join(missing)} "
+            "folder; give either one folder per class, or train, val and test folders."
+        )
+    return bool(present)
+
+
+def _load_presplit(root: Path) -> _Parts:
+    loaded = {part: load_image_folder(root / part) for part in PARTS}
+    known = set(loaded["train"].target_names)
+    for part in ("val", "test"):
+        unknown = sorted(set(loaded[part].target_names) - known)
+        if unknown:
+            raise ValueError(
+                f"{os.fspath(root / part)!r} has classes {unknown} that "
+                f"{os.fspath(root / 'train')!r} lacks; the model cannot learn "
+                "them."
+            )
+    return _Parts(
+        paths={p: loaded[p].paths for p in PARTS},
+        target={p: loaded[p].target for p in PARTS},
+        method=f"as given in {os.fspath(root)}/train, val and test",
+    )
+
+
+def _split_here(
+    root: Path, *, val_size, test_size, group_duplicates, random_state, verbose
+) -> _Parts:
+    data = load_image_folder(root)
+    groups = None
+    how = f"split here: stratified by class, val {val_size}, test {test_size}, seed {random_state}"
+    if group_duplicates:
+        groups = find_near_duplicates(data.paths)
+        sizes = np.bincount(groups)
+        if verbose:
+            n_dup = int(sizes[sizes > 1].sum())
+            print(
+                f"Near-duplicates: {n_dup} of {len(groups)} images are in "
+                f"{int((sizes > 1).sum())} groups; each group stays in one part."
+            )
+        how += ", near-duplicate groups kept in one part"
+    parts = train_val_test_split(
+        data.paths,
+        data.target,
+        val_size=val_size,
+        test_size=test_size,
+        stratify=data.target,
+        groups=groups,
+        random_state=random_state,
+    )
+    return _Parts(
+        paths=dict(zip(PARTS, parts[:3])), target=dict(zip(PARTS, parts[3:])), method=how
+    )
+
+
+# --------------------------------------------------------------------------- model
+
+
+def _build_model(mode, backbone, *, image_size, epochs, random_state, validation, verbose):
+    if mode == "features":
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import Pipeline
+
+        from .features import ConvFeatureTransformer
+
+        return Pipeline(
+            [
+                (
+                    "features",
+                    ConvFeatureTransformer(
+                        backbone, image_size=image_size, verbose=1 if verbose else 0
+                    ),
+                ),
+                ("head", LogisticRegression(max_iter=2000)),
+            ]
+        )
+    from skorch.callbacks import ProgressBar
+    from skorch.dataset import Dataset
+    from skorch.helper import predefined_split
+
+    from .finetune import FineTuneClassifier
+
+    extra = {} if epochs is None else {"max_epochs": epochs}
+    X_val, y_val = validation
+    return FineTuneClassifier(
+        backbone=backbone,
+        image_size=image_size,
+        # The validation part drives early stopping; the test part stays unseen.
+        train_split=predefined_split(Dataset(np.asarray(X_val), np.asarray(y_val))),
+        callbacks=[ProgressBar()] if verbose else None,
+        verbose=1 if verbose else 0,
+        random_state=random_state,
+        **extra,
+    )
+
+
+def _describe_model(model, mode: str) -> dict:
+    if mode == "features":
+        features = model.named_steps["features"]
+        return {
+            "mode": "features",
+            "backbone": features.backbone_,
+            "image_size": features.preprocessing_.image_size,
+            "n_features": features.n_features_out_,
+            "head": "LogisticRegression(max_iter=2000)",
+        }
+    history = model.history
+    return {
+        "mode": "finetune",
+        "backbone": model.module_.backbone_identity,
+        "image_size": model.preprocessing_.image_size,
+        "epochs_run": len(history),
+        "best_valid_loss": min(
+            (h["valid_loss"] for h in history if "valid_loss" in h), default=None
+        ),
+    }
+
+
+# --------------------------------------------------------------------------- records
+
+
+def _records(
+    model, mode, backbone, parts, results, *, source, command, random_state, fit_s, eval_s
+):
+    """metrics.json's content and report.md's text."""
+    description = _describe_model(model, mode)
+    metrics = {
+        "skconv_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "data": source,
+        "split": {"method": parts.method, "seed": random_state, "counts": parts.counts},
+        "model": description,
+        "classes": [str(c) for c in model.classes_],
+        "val": results["val"],
+        "test": results["test"],
+        "timing_s": {"fit": round(fit_s, 3), "evaluate": round(eval_s, 3)},
+    }
+    details = {
+        "data": source,
+        "split": parts.method,
+        "mode": mode,
+        "backbone": f"{description['backbone']['name']} (weights "
+        f"{description['backbone']['weights']})",
+        "input size": f"{description['image_size']} px",
+        "classes": ", ".join(map(str, model.classes_)),
+        "fit time": f"{fit_s:.1f} s on {len(parts.paths['train'])} images",
+        "skconv": __version__,
+    }
+    if command:
+        details = {"command": f"`{command}`", **details}
+    if mode == "finetune":
+        details["note"] = (
+            "the validation part chose the epoch kept (early stopping), so its "
+            "numbers are optimistic; the test part was not seen in training"
+        )
+    figures = {"Confusion matrix, test part": "confusion_matrix.png"}
+    if mode == "finetune":
+        figures["Learning curves"] = "learning_curves.png"
+    report = markdown_report(
+        {"Validation": results["val"], "Test": results["test"]},
+        title=f"skconv {mode} model: {backbone}",
+        details=details,
+        split_table=parts.table,
+        figures=figures,
+    )
+    return metrics, report
+
+
+def _save(out: Path, model, mode: str, metrics: dict, report: str, test: dict) -> None:
+    """Write everything into ``out`` at once: all the files, or none."""
+    with atomic_dir(out, what="out") as staging:
+        dump_joblib(model, staging / "model.joblib")
+        write_json(staging / "metrics.json", metrics)
+        write_text(staging / "report.md", report)
+        plot_confusion_matrix(
+            test["confusion_matrix"],
+            test["labels"],
+            staging / "confusion_matrix.png",
+            title=f"Test part ({test['n_samples']} images)",
+        )
+        if mode == "finetune":
+            from .finetune import plot_learning_curves
+
+            plot_learning_curves(model, staging / "learning_curves.png")

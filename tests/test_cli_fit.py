@@ -1,0 +1,162 @@
+"""``skconv fit``: the command around skconv.experiment.fit_folder, run in-process."""
+
+import json
+
+import joblib
+import numpy as np
+import pytest
+from cli_helpers import BACKBONE, FIT_FILES, assert_valid_png, run, tree
+
+from skconv.cli import main
+from skconv.datasets import make_ultrasound_folder
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """8 synthetic images per class, 64 px, one folder per class."""
+    return make_ultrasound_folder(
+        tmp_path_factory.mktemp("data") / "us", n_per_class=8, image_size=64, random_state=0
+    )
+
+
+@pytest.fixture(scope="module")
+def fitted(images, tmp_path_factory):
+    """One `skconv fit` in features mode, shared by the tests that read its output."""
+    before = tree(images)
+    out = tmp_path_factory.mktemp("fit") / "run"
+    code, stdout, stderr = run("fit", images, "--backbone", BACKBONE, "--out", out)
+    assert code == 0, stderr
+    assert tree(images) == before  # the user's files are only read
+    return out, stdout, stderr
+
+
+def test_fit_writes_every_file(fitted, images):
+    out, stdout, stderr = fitted
+    assert sorted(p.name for p in out.iterdir()) == FIT_FILES
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no staging left
+
+    # the reference split table, the reports and the progress bar
+    assert (
+        "Class: benign\nTotal files: 8\nTraining files: 5\nValidation files: 1\n"
+        "Test files: 2" in stdout
+    )
+    assert "Validation (3 images)" in stdout and "Test (6 images)" in stdout
+    assert "features (squeezenet1_1_caffe)" in stderr and "img/s" in stderr
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["classes"] == ["benign", "malignant", "normal"]
+    assert metrics["model"]["mode"] == "features"
+    assert metrics["model"]["backbone"]["name"] == BACKBONE
+    assert metrics["split"]["counts"]["normal"] == {"total": 8, "train": 5, "val": 1, "test": 2}
+    for part in ("val", "test"):
+        m = metrics[part]
+        for key in ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc_ovr_macro"):
+            assert 0.0 <= m[key] <= 1.0
+        assert sum(map(sum, m["confusion_matrix"])) == m["n_samples"]
+        assert set(m["per_class"]["benign"]) >= {"precision", "recall"}
+
+    report = (out / "report.md").read_text()
+    assert "Class: malignant\nTotal files: 8\nTraining files: 5" in report
+    for text in (
+        "| accuracy |",
+        "| balanced accuracy |",
+        "| macro-F1 |",
+        "| macro ROC AUC (one-vs-rest) |",
+        "| class | precision | recall |",
+        "| true \\ predicted | benign | malignant | normal |",
+        "![Confusion matrix, test part](confusion_matrix.png)",
+    ):
+        assert text in report
+    assert_valid_png(out / "confusion_matrix.png")
+
+
+def test_fit_finetune(images, tmp_path, capsys):
+    out = tmp_path / "ft"
+    code = main(
+        [
+            "fit",
+            str(images),
+            "--mode",
+            "finetune",
+            "--epochs",
+            "1",
+            "--backbone",
+            BACKBONE,
+            "--image-size",
+            "64",
+            "--out",
+            str(out),
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert sorted(p.name for p in out.iterdir()) == sorted(FIT_FILES + ["learning_curves.png"])
+    assert "train_loss" in captured.out and "valid_loss" in captured.out  # epoch table
+    assert "it/s" in captured.err or "s/it" in captured.err  # training progress bar
+    assert_valid_png(out / "learning_curves.png")
+    assert_valid_png(out / "confusion_matrix.png")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"]["mode"] == "finetune" and metrics["model"]["epochs_run"] == 1
+    assert "![Learning curves](learning_curves.png)" in (out / "report.md").read_text()
+
+    model = joblib.load(out / "model.joblib")
+    assert main(["predict", str(out), str(images / "normal")]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    paths = sorted(str(p) for p in (images / "normal").iterdir())
+    assert [line.split()[1] for line in lines] == model.predict(np.array(paths)).tolist()
+
+
+def test_fit_with_near_duplicate_groups(images, tmp_path, capsys):
+    out = tmp_path / "g"
+    assert (
+        main(
+            [
+                "fit",
+                str(images),
+                "--backbone",
+                BACKBONE,
+                "--image-size",
+                "32",
+                "--group-duplicates",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert "Near-duplicates:" in capsys.readouterr().out
+    assert (
+        "near-duplicate groups kept"
+        in json.loads((out / "metrics.json").read_text())["split"]["method"]
+    )
+
+
+def test_a_failing_fit_leaves_nothing(images, tmp_path, capsys):
+    data = tmp_path / "data"
+    for cls in ("benign", "malignant", "normal"):
+        (data / cls).mkdir(parents=True)
+        for src in sorted((images / cls).iterdir()):
+            (data / cls / src.name).write_bytes(src.read_bytes())
+    (data / "normal" / "normal_000.png").write_bytes(b"not a png")  # fails at decoding
+    out = tmp_path / "deep" / "out"
+    assert (
+        main(
+            [
+                "fit",
+                str(data),
+                "--backbone",
+                BACKBONE,
+                "--image-size",
+                "32",
+                "--seed",
+                "3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("skconv: error: ")
+    assert "normal_000.png" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]

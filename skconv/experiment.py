@@ -158,9 +158,9 @@ def fit_folder(
         raise ValueError(
             "epochs applies to mode='finetune' only; the features mode has no epochs."
         )
-    from .zoo import _check_backbone_name
+    from .zoo import check_backbone_name
 
-    backbone = _check_backbone_name(backbone)
+    backbone = check_backbone_name(backbone)
     root, out = Path(data), Path(out)
     # Checked before the work, not only when renaming at the end: a fit can take hours.
     check_new_dir(out, what="out")

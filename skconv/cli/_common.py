@@ -157,10 +157,10 @@ def new_dir(path: str | Path, what: str) -> Path:
 
 
 def check_backbone(name: str) -> str:
-    from ..zoo import _check_backbone_name
+    from ..zoo import check_backbone_name
 
     try:
-        return _check_backbone_name(name)
+        return check_backbone_name(name)
     except ValueError as exc:
         raise UsageError(f"--backbone: {exc}") from None
 

@@ -73,13 +73,12 @@ def run(args) -> int:
 def _feature_size(name: str) -> int:
     import torch
 
-    from ..zoo import FINAL_STAGE, load_backbone
+    from ..zoo import FINAL_STAGE, load_backbone, stage_dims
 
     # On the meta device only shapes are computed: no weights are read or initialised.
     with torch.device("meta"):
-        module = load_backbone(name, weights=None).module
-        (final,) = module(torch.zeros(1, 3, 64, 64), [FINAL_STAGE])
-    return int(final.shape[1])
+        (dim,) = stage_dims(load_backbone(name, weights=None).module, [FINAL_STAGE], 64)
+    return dim
 
 
 def _input_size(info) -> str:
@@ -87,7 +86,7 @@ def _input_size(info) -> str:
 
     try:
         if info.source == "packaged":
-            return str(zoo._PACKAGED[info.name].preprocessing.image_size)
+            return str(zoo._registry.PACKAGED[info.name].preprocessing.image_size)
         if info.source == "torchvision":
             import torchvision.models as tvm
 

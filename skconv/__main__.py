@@ -1,0 +1,7 @@
+"""``python -m skconv``: the ``skconv`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

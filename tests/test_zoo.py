@@ -150,3 +150,80 @@ def test_imagenet_head_only_when_asked():
     assert load_backbone("resnet18", weights=None).imagenet_head is None
     with pytest.raises(ValueError, match="imagenet_head=True"):
         load_backbone("resnet18", weights=None).imagenet_logits(torch.zeros(1, 3, 32, 32))
+
+
+# -- preprocessing: the weights' own recipe, to one grey level ---------------------------
+
+
+def _scenes():
+    rng = np.random.default_rng(0)
+    scenes = []
+    for height, width in [(200, 300), (260, 180), (97, 97)]:
+        y, x = np.mgrid[0:height, 0:width] / max(height, width)
+        pattern = np.dstack([np.sin(7 * x + c) * np.cos(5 * y) for c in range(3)])
+        noise = rng.normal(0, 8, (height, width, 1))
+        scenes.append(
+            Image.fromarray(np.clip(128 + 100 * pattern + noise, 0, 255).astype(np.uint8))
+        )
+    return scenes + [scenes[0].convert("L")]
+
+
+def _grey_levels(ours, theirs, std) -> float:
+    scale = torch.tensor(std).view(3, 1, 1) * 255
+    return float(((ours - theirs) * scale).abs().max())
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "tf_efficientnet_lite0",  # the packaged Lite0's recipe: bicubic, 0.875
+        "resnet50.a1_in1k",  # crop_pct 0.95
+        "vit_small_patch16_224.augreg_in21k_ft_in1k",  # mean = std = 0.5, 0.9
+        "coat_lite_medium_384.in1k",  # crop_mode "squash"
+    ],
+)
+def test_preprocessing_equals_timms_transform(name):
+    import timm
+    from timm.data import create_transform, resolve_data_config
+
+    from skconv.zoo._builder import timm_preprocessing
+
+    cfg = timm.models.get_pretrained_cfg(name).to_dict()
+    theirs = create_transform(**resolve_data_config({}, pretrained_cfg=cfg))
+    ours = timm_preprocessing(cfg)
+    for scene in _scenes():
+        rgb = scene.convert("RGB")
+        assert _grey_levels(ours(rgb), theirs(rgb), ours.std) <= 1.0, (name, scene.size)
+
+
+@pytest.mark.parametrize(
+    "name, weights",
+    [
+        ("resnet50", "IMAGENET1K_V2"),  # resize 232, crop 224
+        ("efficientnet_b0", "IMAGENET1K_V1"),  # bicubic
+        ("convnext_tiny", "IMAGENET1K_V1"),  # resize 236
+        ("vit_b_16", "IMAGENET1K_V1"),
+    ],
+)
+def test_preprocessing_equals_torchvisions_transform(name, weights):
+    import torchvision.models as tvm
+
+    from skconv.zoo._builder import torchvision_preprocessing
+
+    enum = tvm.get_model_weights(name)[weights]
+    theirs = enum.transforms()
+    ours = torchvision_preprocessing(enum)
+    for scene in _scenes():
+        rgb = scene.convert("RGB")
+        assert _grey_levels(ours(rgb), theirs(rgb), ours.std) <= 1.0, (name, scene.size)
+
+
+def test_packaged_preprocessing_is_timms_config():
+    import timm
+
+    from skconv.zoo._builder import timm_preprocessing
+    from skconv.zoo._registry import PACKAGED
+
+    for n in range(3):
+        cfg = timm.models.get_pretrained_cfg(f"tf_efficientnet_lite{n}").to_dict()
+        assert PACKAGED[f"efficientnet_lite{n}"].preprocessing == timm_preprocessing(cfg)

@@ -110,11 +110,11 @@ def _torchvision_model(arch: str, state_dict: dict | None) -> nn.Module:
     return model.eval()
 
 
-def timm_preprocessing(model: nn.Module) -> Preprocessing:
-    """The evaluation preprocessing of a timm model's pretrained config."""
+def timm_preprocessing(pretrained_cfg: dict) -> Preprocessing:
+    """The evaluation preprocessing of a timm pretrained config (``model.pretrained_cfg``)."""
     from timm.data import resolve_data_config
 
-    cfg = resolve_data_config({}, model=model)
+    cfg = resolve_data_config({}, pretrained_cfg=dict(pretrained_cfg))
     interpolation = cfg.get("interpolation", "bilinear")
     return Preprocessing(
         image_size=int(cfg["input_size"][-1]),
@@ -239,7 +239,7 @@ def _load_backbone(name: str, weights: Any) -> Backbone:
             )
         else:
             model = _timm_model(arch, state_dict)
-        preprocessing = timm_preprocessing(model)
+        preprocessing = timm_preprocessing(model.pretrained_cfg)
         module, head = timm_feature_net(model)
     else:
         import torchvision.models as tvm

@@ -1,0 +1,532 @@
+"""A fitted model as one ONNX file, and a classifier that runs such a file without torch.
+
+:func:`export_onnx` writes a fitted feature :class:`~sklearn.pipeline.Pipeline`
+(:class:`~skconv.ConvFeatureTransformer`, then for instance a StandardScaler, a PCA and
+a linear head) or a fitted :class:`~skconv.FineTuneClassifier` as one ONNX graph:
+
+* input ``"image"``: uint8 RGB pixels ``(n, s, s, 3)``, the center crop at the model's
+  input size (:func:`skconv.images.crop_batch` makes it from files, as the model's
+  own preprocessing would); the normalisation happens inside the graph;
+* outputs ``"label"`` (the class names, as the estimator's ``classes_``) and
+  ``"probabilities"`` ``(n, n_classes)``, or ``"scores"`` (the decision function) for a
+  head without ``predict_proba`` such as LinearSVC;
+* metadata: the classes, the preprocessing (resize, crop, interpolation,
+  normalisation), the skconv version and what the model was made from.
+
+The scikit-learn part is converted by skl2onnx. :class:`OnnxClassifier` reads such a
+file and predicts from image paths, PIL images or arrays with onnxruntime, NumPy and
+Pillow alone: importing this module imports neither torch nor skorch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from ._io import atomic_write
+from .images import Preprocessing, check_images, crop_batch
+
+__all__ = ["OnnxClassifier", "export_onnx"]
+
+#: ONNX opsets of exported files: the default domain (onnxruntime 1.16 and later run
+#: opset 17) and scikit-learn's ai.onnx.ml converters.
+OPSETS = {"": 17, "ai.onnx.ml": 3}
+_IR_VERSION = 8
+
+
+def export_onnx(estimator, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write a fitted model as one ONNX file: image pixels in, labels and probabilities out.
+
+    The file runs with onnxruntime, NumPy and Pillow alone (:class:`OnnxClassifier`, or
+    ``skconv predict MODEL.onnx IMAGES``). Before anything is written, the exported
+    graph is run on a few random images and compared with the estimator: the same
+    labels, and probabilities (or scores) within 1e-4.
+
+    Parameters
+    ----------
+    estimator : Pipeline or FineTuneClassifier
+        A fitted :class:`~sklearn.pipeline.Pipeline` whose first step is a
+        :class:`~skconv.ConvFeatureTransformer` followed by steps skl2onnx converts
+        (StandardScaler, PCA, ...) and a classifier (LogisticRegression, LinearSVC,
+        RidgeClassifier, ...), or a fitted :class:`~skconv.FineTuneClassifier`.
+    path : str or path-like
+        The ``.onnx`` file to write, atomically.
+    overwrite : bool, default=False
+        Replace ``path`` if it exists; otherwise an existing file raises
+        :class:`FileExistsError` before any work.
+
+    Returns
+    -------
+    path : pathlib.Path
+        The file written.
+
+    Raises
+    ------
+    ValueError
+        If the estimator, or one of its steps, cannot be exported; the message names
+        it. Nothing is written then.
+    sklearn.exceptions.NotFittedError
+        If the estimator is not fitted.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from skconv import ConvFeatureTransformer, export_onnx
+    >>> from skconv.export import OnnxClassifier
+    >>> X = np.random.default_rng(0).integers(0, 256, (8, 40, 40), dtype=np.uint8)
+    >>> y = np.array(["a", "b"] * 4)
+    >>> clf = make_pipeline(ConvFeatureTransformer("resnet18", weights=None, image_size=32),
+    ...                     LogisticRegression()).fit(X, y)
+    >>> path = export_onnx(clf, os.path.join(tempfile.mkdtemp(), "model.onnx"))
+    >>> onnx_model = OnnxClassifier(path)
+    >>> bool((onnx_model.predict(X) == clf.predict(X)).all())
+    True
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(
+            f"File {os.fspath(path)!r} exists; refusing to overwrite it (pass overwrite=True)."
+        )
+    model = _build(estimator)  # fails, naming the step, before any file exists
+    with atomic_write(path, "wb", overwrite=overwrite) as handle:
+        handle.write(model.SerializeToString())
+    return path
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _build(estimator):
+    from sklearn.pipeline import Pipeline
+
+    if not isinstance(estimator, Pipeline) and hasattr(estimator, "best_estimator_"):
+        estimator = estimator.best_estimator_  # a fitted search: its chosen model
+    from .finetune import FineTuneClassifier
+
+    if isinstance(estimator, FineTuneClassifier):
+        return _finetuned_graph(estimator)
+    if isinstance(estimator, Pipeline):
+        return _pipeline_graph(estimator)
+    raise ValueError(
+        f"export_onnx exports a fitted Pipeline that starts with a ConvFeatureTransformer, "
+        f"or a fitted FineTuneClassifier; got a {type(estimator).__name__}."
+    )
+
+
+def _pipeline_graph(pipeline):
+    import onnx
+    from sklearn.pipeline import Pipeline
+    from sklearn.utils.validation import check_is_fitted
+
+    from ._inference import _export_features
+    from .features import ConvFeatureTransformer
+
+    steps = [(n, s) for n, s in pipeline.steps if s is not None and s != "passthrough"]
+    if len(steps) < 2 or not isinstance(steps[0][1], ConvFeatureTransformer):
+        kinds = ", ".join(type(s).__name__ for _, s in steps) or "none"
+        raise ValueError(
+            "export_onnx needs a Pipeline of a ConvFeatureTransformer, then a classifier; "
+            f"this one has {kinds}."
+        )
+    (_, features), rest = steps[0], steps[1:]
+    check_is_fitted(features, "module_")
+    features._check_configuration()
+    head_name, head = rest[-1]
+    if not hasattr(head, "classes_"):
+        raise ValueError(
+            f"export_onnx needs a classifier as the Pipeline's last step; {head_name!r} is a "
+            f"{type(head).__name__}."
+        )
+    stages = features._stages()
+    feature_bytes = _export_features(
+        features._engine.get().model.net
+        if features._engine.get().kind == "torch"
+        else _folded_net(features),
+        stages,
+        features.pooling,
+        features.tta,
+        features.preprocessing_,
+    )
+    feature_graph = onnx.load_from_string(feature_bytes)
+    head_graph, scores = _sklearn_graph(Pipeline(rest), head, features.n_features_out_)
+    model = _joined(feature_graph, head_graph, "features", scores)
+    classes = head.classes_
+    _describe(model, estimator=pipeline, classes=classes, preprocessing=features.preprocessing_)
+    _verify(model, _pipeline_reference(pipeline, features, rest), features.preprocessing_, scores)
+    return model
+
+
+def _folded_net(features):
+    """The torch network the ONNX Runtime engine was exported from (batch norms folded)."""
+    from ._inference import TorchEngine
+
+    engine = TorchEngine(
+        features.module_,
+        features._stages(),
+        features.pooling,
+        features.tta,
+        features.preprocessing_,
+        features.device_,
+    )
+    return engine.model.net
+
+
+def _sklearn_graph(rest, head, n_features: int):
+    """skl2onnx's graph of the steps after the features: ``features`` in, label and scores out."""
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+
+    scores = "probabilities" if hasattr(head, "predict_proba") else "scores"
+    options = {id(head): {"zipmap": False}} if scores == "probabilities" else None
+    try:
+        model = to_onnx(
+            rest,
+            initial_types=[("features", FloatTensorType([None, n_features]))],
+            options=options,
+            target_opset=OPSETS,
+        )
+    except Exception as exc:  # skl2onnx raises many types; each names the step it met
+        names = ", ".join(f"{n!r} ({type(s).__name__})" for n, s in rest.steps)
+        raise ValueError(
+            f"export_onnx cannot convert the steps after the features, {names}, with "
+            f"skl2onnx: {type(exc).__name__}: {exc}"
+        ) from exc
+    return model, scores
+
+
+def _joined(first, second, link: str, scores: str):
+    """One model: ``first``'s output ``link`` feeds ``second``; outputs label and scores."""
+    import onnx
+    from onnx import compose
+
+    opsets = {d.domain: d.version for d in [*first.opset_import, *second.opset_import]}
+    for model in (first, second):
+        model.ir_version = _IR_VERSION
+        del model.opset_import[:]
+        model.opset_import.extend(onnx.helper.make_opsetid(d, v) for d, v in opsets.items())
+    first = compose.add_prefix(first, "features/", rename_inputs=False, rename_outputs=False)
+    second = compose.add_prefix(second, "head/", rename_inputs=False, rename_outputs=False)
+    merged = compose.merge_models(
+        first, second, io_map=[(link, link)], outputs=["label", "probabilities"]
+    )
+    if scores != "probabilities":
+        _rename_output(merged, "probabilities", scores)
+    return merged
+
+
+def _rename_output(model, old: str, new: str) -> None:
+    for node in model.graph.node:
+        node.output[:] = [new if name == old else name for name in node.output]
+    for output in model.graph.output:
+        if output.name == old:
+            output.name = new
+
+
+def _finetuned_graph(net):
+    import onnx
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ._inference import FromPixels, export_onnx_bytes, mean_of_views, mirror_views
+
+    if not getattr(net, "initialized_", False) or not hasattr(net, "label_encoder_"):
+        from sklearn.exceptions import NotFittedError
+
+        raise NotFittedError("This FineTuneClassifier is not fitted yet; call fit first.")
+    module = net.module_
+    was_training = module.training
+    module.eval()
+
+    class _Logits(torch.nn.Module):
+        def __init__(self, inner, tta: bool):
+            super().__init__()
+            self.inner = inner
+            self.tta = tta
+
+        def forward(self, x):
+            return mean_of_views([self.inner(view) for view in mirror_views(x, self.tta)])
+
+    preprocessing = net.preprocessing_
+    size = preprocessing.image_size
+    wrapper = FromPixels(_Logits(module, bool(net.tta)), preprocessing).to("cpu").eval()
+    try:
+        exported = export_onnx_bytes(
+            wrapper, torch.zeros((2, size, size, 3), dtype=torch.uint8), "image", ["logits"]
+        )
+    except Exception as exc:
+        raise ValueError(
+            f"export_onnx cannot export the network of this FineTuneClassifier "
+            f"(backbone {net.backbone!r}): {type(exc).__name__}: {exc}"
+        ) from exc
+    finally:
+        module.train(was_training)
+    model = onnx.load_from_string(exported)
+    classes = np.asarray(net.classes_)
+    string_labels = classes.dtype.kind in "OUS"
+    label_type = TensorProto.STRING if string_labels else TensorProto.INT64
+    values = classes.astype(object) if string_labels else classes.astype(np.int64)
+    graph = model.graph
+    graph.initializer.append(numpy_helper.from_array(np.asarray(values), "classes"))
+    graph.node.extend(
+        [
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+            helper.make_node("ArgMax", ["logits"], ["index"], axis=1, keepdims=0),
+            helper.make_node("Gather", ["classes", "index"], ["label"], axis=0),
+        ]
+    )
+    del graph.output[:]
+    graph.output.extend(
+        [
+            helper.make_tensor_value_info("label", label_type, ["batch"]),
+            helper.make_tensor_value_info(
+                "probabilities", TensorProto.FLOAT, ["batch", len(classes)]
+            ),
+        ]
+    )
+    model.ir_version = _IR_VERSION
+    _describe(model, estimator=net, classes=classes, preprocessing=preprocessing)
+    _verify(model, _finetuned_reference(net), preprocessing, "probabilities")
+    return model
+
+
+# --------------------------------------------------------------------------- checking
+
+
+def _pipeline_reference(pipeline, features, rest):
+    """What the fitted pipeline predicts for crop-sized pixels, computed in torch."""
+    import torch
+
+    from ._inference import TorchEngine
+
+    engine = TorchEngine(
+        features.module_,
+        features._stages(),
+        features.pooling,
+        features.tta,
+        features.preprocessing_,
+        features.device_,
+    )
+    from sklearn.pipeline import Pipeline
+
+    rest = Pipeline(rest)
+
+    def predict(pixels: np.ndarray):
+        floats = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0
+        X = engine(features.preprocessing_.normalize(floats))
+        scores = rest.predict_proba(X) if hasattr(rest, "predict_proba") else None
+        if scores is None:
+            scores = rest.decision_function(X)
+            if scores.ndim == 1:
+                scores = np.column_stack([-scores, scores])
+        return rest.predict(X), scores
+
+    return predict
+
+
+def _finetuned_reference(net):
+    import torch
+
+    def predict(pixels: np.ndarray):
+        floats = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0
+        batch = net.preprocessing_.normalize(floats)
+        proba = torch.softmax(torch.as_tensor(net.infer_logits(batch)), dim=1).numpy()
+        return net.classes_[proba.argmax(axis=1)], proba
+
+    return predict
+
+
+def _verify(model, reference, preprocessing: Preprocessing, scores: str, atol: float = 1e-4):
+    """Run the graph on random pixels: the estimator's labels, and scores within ``atol``."""
+    import onnxruntime as ort
+
+    size = preprocessing.image_size
+    pixels = np.random.default_rng(0).integers(0, 256, (3, size, size, 3), dtype=np.uint8)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    labels, values = session.run(["label", scores], {"image": pixels})
+    want_labels, want_values = reference(pixels)
+    if values.shape != np.shape(want_values) and np.shape(want_values)[1] == 2:
+        values = np.column_stack([-values[:, 0], values[:, 0]])  # a binary decision function
+    gap = float(np.abs(values - want_values).max())
+    if not np.array_equal(np.asarray(labels), np.asarray(want_labels)) or gap > atol:
+        raise ValueError(
+            f"The exported graph does not reproduce the estimator (largest difference of "
+            f"{scores} {gap:.3g}); nothing was written."
+        )
+
+
+def _describe(model, *, estimator, classes, preprocessing: Preprocessing) -> None:
+    import onnx
+
+    metadata = {
+        "skconv_version": __version__,
+        "skconv_classes": json.dumps([_plain(c) for c in classes]),
+        "skconv_preprocessing": json.dumps(_preprocessing_dict(preprocessing)),
+        "skconv_input": "uint8 RGB pixels (n, s, s, 3): the center crop at image_size",
+        "skconv_estimator": repr(estimator)[:2000],
+    }
+    onnx.helper.set_model_props(model, metadata)
+    model.producer_name = "skconv"
+    model.producer_version = __version__
+    model.doc_string = (
+        "Image classifier exported by skconv.export_onnx; run it with "
+        "skconv.export.OnnxClassifier or 'skconv predict'."
+    )
+
+
+def _preprocessing_dict(p: Preprocessing) -> dict:
+    return {
+        "image_size": p.image_size,
+        "crop_pct": p.crop_pct,
+        "resize": p.resize_size,
+        "crop_mode": p.crop_mode,
+        "interpolation": p.interpolation,
+        "mean": list(p.mean),
+        "std": list(p.std),
+    }
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+# --------------------------------------------------------------------------- running
+
+
+class OnnxClassifier:
+    """An image classifier from a file written by :func:`export_onnx`.
+
+    It needs onnxruntime, NumPy and Pillow only: the images are decoded, resized and
+    cropped as the exported model's metadata says (:func:`skconv.images.crop_batch`),
+    and the graph does the rest.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The ``.onnx`` file.
+    n_threads : int or None, default=None
+        ONNX Runtime's intra-op threads; None lets it choose.
+    batch_size : int, default=32
+        Images decoded and run per step.
+
+    Attributes
+    ----------
+    classes_ : ndarray
+        The class labels, in the order of ``predict_proba``'s columns.
+    preprocessing_ : Preprocessing
+        The resize and crop applied before the graph.
+    metadata_ : dict
+        The file's metadata.
+
+    Examples
+    --------
+    See :func:`export_onnx`.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, n_threads: int | None = None, batch_size=32):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if n_threads:
+            options.intra_op_num_threads = int(n_threads)
+        self.path = os.fspath(path)
+        try:
+            self.session = ort.InferenceSession(
+                self.path, options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:
+            raise ValueError(f"Cannot load the ONNX model {self.path!r}: {exc}") from exc
+        self.metadata_ = dict(self.session.get_modelmeta().custom_metadata_map)
+        if "skconv_preprocessing" not in self.metadata_:
+            raise ValueError(
+                f"{self.path!r} is an ONNX model, but not one written by skconv.export_onnx "
+                "(no skconv_preprocessing metadata)."
+            )
+        p = json.loads(self.metadata_["skconv_preprocessing"])
+        self.preprocessing_ = Preprocessing(
+            image_size=p["image_size"],
+            crop_pct=p["crop_pct"],
+            mean=tuple(p["mean"]),
+            std=tuple(p["std"]),
+            interpolation=p["interpolation"],
+            crop_mode=p["crop_mode"],
+            resize=p["resize"],
+        )
+        self.classes_ = np.asarray(json.loads(self.metadata_["skconv_classes"]))
+        outputs = [o.name for o in self.session.get_outputs()]
+        self.scores_name_ = "probabilities" if "probabilities" in outputs else "scores"
+        self.batch_size = batch_size
+
+    def _run(self, X) -> tuple[np.ndarray, np.ndarray]:
+        images = check_images(X)
+        labels, scores = [], []
+        for start in range(0, len(images), self.batch_size):
+            stop = min(start + self.batch_size, len(images))
+            pixels = crop_batch(images, range(start, stop), self.preprocessing_)
+            label, score = self.session.run(["label", self.scores_name_], {"image": pixels})
+            labels.append(np.asarray(label))
+            scores.append(score)
+        return np.concatenate(labels), np.concatenate(scores)
+
+    def predict(self, X) -> np.ndarray:
+        """The class of each image.
+
+        Parameters
+        ----------
+        X : sequence of paths or PIL images, or ndarray
+            Images in any form :func:`skconv.images.check_images` accepts.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_images,)
+        """
+        labels, _ = self._run(X)
+        return labels.astype(self.classes_.dtype)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities of each image, columns in the order of ``classes_``.
+
+        Parameters
+        ----------
+        X : sequence of paths or PIL images, or ndarray
+            Images in any form :func:`skconv.images.check_images` accepts.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_images, n_classes)
+
+        Raises
+        ------
+        AttributeError
+            If the exported head has no probabilities (e.g. LinearSVC): use
+            :meth:`decision_function`.
+        """
+        if self.scores_name_ != "probabilities":
+            raise AttributeError(
+                "This exported model has no probabilities (its head has no predict_proba); "
+                "use decision_function."
+            )
+        return self._run(X)[1]
+
+    def decision_function(self, X) -> np.ndarray:
+        """The head's scores of each image (probabilities when the head has them).
+
+        Parameters
+        ----------
+        X : sequence of paths or PIL images, or ndarray
+            Images in any form :func:`skconv.images.check_images` accepts.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_images, n_classes) or (n_images,)
+        """
+        return self._run(X)[1]
+
+    def __getattr__(self, name: str) -> Any:  # pragma: no cover - attribute errors only
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")

@@ -738,7 +738,7 @@ def _fit_evaluate_save(
             title=f"Test part ({test['n_samples']} images)",
         )
         if mode == "finetune":
-            from .finetune import plot_learning_curves
+            from .report import plot_learning_curves
 
             plot_learning_curves(model, staging / "learning_curves.png")
     written = "  ".join(sorted(p.name for p in out.iterdir()))

@@ -19,7 +19,7 @@ from skorch.helper import predefined_split
 
 from skconv import FineTuneClassifier
 from skconv.datasets import make_ultrasound
-from skconv.finetune import WarmupCosineLR, plot_learning_curves
+from skconv.finetune import WarmupCosineLR
 
 # Random-weight ResNet-18 on 32 px images: fast enough for contract tests.
 TINY = dict(backbone="resnet18", weights=None, image_size=32, batch_size=16, random_state=0)
@@ -222,13 +222,8 @@ def test_joblib_round_trip_in_fresh_process(synthetic, tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), clf.predict_proba(X))
 
 
-def test_verbose_prints_the_epoch_table_and_curves_plot(synthetic, tmp_path, capsys):
-    from PIL import Image
-
+def test_verbose_prints_the_epoch_table(synthetic, capsys):
     X, y = synthetic
-    clf = FineTuneClassifier(**TINY, max_epochs=2, verbose=1).fit(X, y)
+    FineTuneClassifier(**TINY, max_epochs=1, verbose=1).fit(X, y)
     out = capsys.readouterr().out
     assert "train_loss" in out and "valid_acc" in out
-    path = plot_learning_curves(clf, tmp_path / "curves.png")
-    with Image.open(path) as image:
-        assert image.size[0] > 100

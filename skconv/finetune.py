@@ -14,12 +14,14 @@ import contextlib
 import json
 import math
 import os
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from sklearn.preprocessing import LabelEncoder
+from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from skorch import NeuralNetClassifier
@@ -422,8 +424,6 @@ def _fingerprint(net, X, y) -> dict:
 
 # --------------------------------------------------------------------------- classifier
 
-_AUGMENT_OPTIONS = ("default", None)
-
 
 class FineTuneClassifier(NeuralNetClassifier):
     """Fine-tune every layer of a pretrained ConvNet on a new image classification task.
@@ -534,6 +534,25 @@ class FineTuneClassifier(NeuralNetClassifier):
     (2,)
     """
 
+    # FineTuneClassifier's own parameters; skorch checks the names of its own.
+    _parameter_constraints: dict = {
+        "backbone": [str],
+        "weights": [str, os.PathLike, None],
+        "freeze_epochs": [Interval(Integral, 0, None, closed="left")],
+        "backbone_lr_scale": [Interval(Real, 0, None, closed="left")],
+        "warmup_epochs": [Interval(Integral, 0, None, closed="left")],
+        "augment": [StrOptions({"default"}), None],
+        "class_weight": [StrOptions({"balanced"}), None],
+        "patience": [Interval(Integral, 1, None, closed="left"), None],
+        "tta": ["boolean"],
+        "image_size": [Interval(Integral, 16, None, closed="left"), None],
+        "num_workers": [Interval(Integral, 0, None, closed="left")],
+        "random_state": [Interval(Integral, 0, None, closed="left"), None],
+        "checkpoint_dir": [str, os.PathLike, None],
+        "lr": [Interval(Real, 0, None, closed="left")],
+        "max_epochs": [Interval(Integral, 0, None, closed="left")],
+    }
+
     def __init__(
         self,
         backbone: str = "efficientnet_lite0",
@@ -636,24 +655,13 @@ class FineTuneClassifier(NeuralNetClassifier):
         return self.label_encoder_.classes_
 
     def _check_params(self) -> None:
-        if self.augment not in _AUGMENT_OPTIONS:
-            raise ValueError(f"augment must be 'default' or None, got {self.augment!r}.")
-        if self.class_weight not in ("balanced", None):
-            raise ValueError(
-                f"class_weight must be 'balanced' or None, got {self.class_weight!r}."
-            )
-        for name in ("freeze_epochs", "warmup_epochs", "num_workers"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}.")
-        if not self.backbone_lr_scale >= 0:
-            raise ValueError(f"backbone_lr_scale must be >= 0, got {self.backbone_lr_scale!r}.")
-        if self.image_size is not None and int(self.image_size) < 16:
-            raise ValueError(f"image_size must be at least 16 or None, got {self.image_size!r}.")
-        if not isinstance(self.checkpoint_dir, (str, os.PathLike, type(None))):
-            raise ValueError(
-                f"checkpoint_dir must be a folder path or None, got {self.checkpoint_dir!r}."
-            )
+        # skorch's _validate_params checks parameter names, not values: hence the
+        # direct call rather than scikit-learn's _fit_context.
+        validate_parameter_constraints(
+            self._parameter_constraints,
+            self.get_params(deep=False),
+            caller_name=type(self).__name__,
+        )
 
     def _encode_targets(self, X, y, refit: bool) -> np.ndarray:
         if y is None:

@@ -158,9 +158,15 @@ def test_same_seed_same_model(synthetic):
 @pytest.mark.parametrize(
     "params, y_change, message",
     [
-        (dict(augment="heavy"), None, "augment"),
-        (dict(class_weight="auto"), None, "class_weight"),
-        (dict(freeze_epochs=-1), None, "freeze_epochs"),
+        (
+            dict(augment="heavy"),
+            None,
+            r"'augment' parameter .* among \{'default'\} or None\. Got 'heavy'",
+        ),
+        (dict(class_weight="auto"), None, r"'class_weight' parameter .* Got 'auto'"),
+        (dict(freeze_epochs=-1), None, r"'freeze_epochs' parameter .* range \[0, inf\)\. Got -1"),
+        (dict(image_size=8.0), None, r"'image_size' parameter .* Got 8\.0"),
+        (dict(checkpoint_dir=3), None, r"'checkpoint_dir' parameter .* Got 3"),
         ({}, "one_class", "single class"),
         ({}, "short", "X has 36 images but y has 35"),
     ],
@@ -172,7 +178,7 @@ def test_bad_input_raises_clear_errors(synthetic, params, y_change, message):
     elif y_change == "short":
         y = y[:-1]
     with pytest.raises(ValueError, match=message):
-        FineTuneClassifier(**TINY, max_epochs=1, train_split=None, **params).fit(X, y)
+        FineTuneClassifier(**{**TINY, "max_epochs": 1, "train_split": None, **params}).fit(X, y)
 
 
 def test_unseen_validation_labels_are_refused(synthetic):

@@ -18,6 +18,7 @@ from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
+import joblib
 import numpy as np
 import torch
 from sklearn.preprocessing import LabelEncoder
@@ -25,7 +26,14 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from skorch import NeuralNetClassifier
-from skorch.callbacks import Callback, EarlyStopping, EpochScoring, LRScheduler
+from skorch.callbacks import (
+    Callback,
+    EarlyStopping,
+    EpochScoring,
+    LRScheduler,
+    PassthroughScoring,
+)
+from skorch.callbacks.scoring import ScoringBase
 from skorch.dataset import ValidSplit
 from skorch.history import History
 from torch import nn
@@ -307,15 +315,28 @@ class WarmupCosineLR(torch.optim.lr_scheduler.LRScheduler):
 
 
 class EpochCheckpoint(Callback):
-    """Save all that resuming needs after every epoch, in one file replaced atomically.
+    """Save the training state after every epoch, and resume from it on the next run.
 
-    ``<dirname>/checkpoint.pt`` holds the network and optimizer state, the history,
-    the state of :class:`~skorch.callbacks.EarlyStopping` (best weights included),
-    torch's random number generator state, and a fingerprint of the parameters, data
-    and labels. The file is written to a temporary sibling and renamed, so a kill at
-    any moment leaves the previous epoch's complete checkpoint. It is read with
-    ``torch.load(weights_only=True)``. :class:`FineTuneClassifier` adds this callback
-    when ``checkpoint_dir`` is set and resumes from the file in ``fit``.
+    After every epoch, ``<dirname>/checkpoint.pt`` is replaced by the network and
+    optimizer state, the history, the state of
+    :class:`~skorch.callbacks.EarlyStopping` (best weights included), torch's random
+    number generator state, and a fingerprint of the parameters, classes, images,
+    labels and validation split. The file is written to a temporary sibling and
+    renamed, so a kill at any moment leaves the previous epoch's complete checkpoint.
+
+    The first training after the net is initialised (``fit``, or the first
+    ``partial_fit``) resumes from an existing file, as skorch's
+    :class:`~skorch.callbacks.LoadInitState` loads one: the file is read with
+    ``torch.load(weights_only=True)``, checked against the fingerprint, and the
+    network, optimizer, history, early stopping, position of the learning-rate
+    schedule and random number generators are restored. Training then stops once the
+    history holds as many epochs as the interrupted run was to train, so that on the
+    same machine the result is the model of an uninterrupted run, to the bit; a
+    finished run is restored without training. A checkpoint of another setup raises
+    ValueError naming what differs, and the file is left untouched.
+
+    :class:`FineTuneClassifier` adds this callback, last, when ``checkpoint_dir`` is
+    set.
 
     Parameters
     ----------
@@ -330,6 +351,7 @@ class EpochCheckpoint(Callback):
     """
 
     FILENAME = "checkpoint.pt"
+    FORMAT = "skconv-checkpoint-2"
 
     def __init__(self, dirname):
         self.dirname = dirname
@@ -339,31 +361,104 @@ class EpochCheckpoint(Callback):
         """The checkpoint file."""
         return Path(self.dirname) / self.FILENAME
 
+    def initialize(self):
+        self.may_resume_ = True
+        return self
+
     def on_train_begin(self, net, X=None, y=None, **kwargs):
         self.fingerprint_ = _fingerprint(net, X, y)
+        self.saved_fingerprint_ = None
+        self.last_epoch_ = len(net.history) + net.max_epochs
+        self.finished_ = False
+        if self.may_resume_ and self.path.is_file():
+            self._resume(net, self._load())
+        self.may_resume_ = False
         self.saved_epochs_ = len(net.history)
+
+    def on_epoch_begin(self, net, dataset_valid=None, **kwargs):
+        if _SPLIT not in self.fingerprint_:  # the split is made after on_train_begin
+            self.fingerprint_[_SPLIT] = _digest(getattr(dataset_valid, "indices", None))
+            if self.saved_fingerprint_ is not None and _SPLIT in self.saved_fingerprint_:
+                self._refuse_another_setup([_SPLIT])
+        if len(net.history) > self.last_epoch_:
+            del net.history[-1]  # the row skorch opened for an epoch that will not run
+            raise KeyboardInterrupt  # ends the loop as EarlyStopping does
 
     def on_epoch_end(self, net, **kwargs):
         self._save(net, finished=False)
 
     def on_train_end(self, net, **kwargs):
         # EarlyStopping ends training by raising KeyboardInterrupt, as Ctrl-C does; only
-        # the former, or every epoch done, is a finished run (Ctrl-C keeps the last epoch).
+        # the former, or the last epoch saved, makes a finished run.
         stopped = any(
             isinstance(cb, EarlyStopping) and getattr(cb, "misses_", 0) >= cb.patience
             for _, cb in net.callbacks_
         )
-        done = self.saved_epochs_ == len(net.history) >= net.max_epochs
-        if stopped or done:
+        if not self.finished_ and (stopped or self.saved_epochs_ >= self.last_epoch_):
             self._save(net, finished=True)
+
+    def _load(self) -> dict:
+        try:
+            # weights_only: a checkpoint is data, and loading it must never run code.
+            # CPU: RNG states must stay CPU tensors; load_state_dict moves the rest.
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ValueError(
+                f"Cannot read the checkpoint {os.fspath(self.path)!r}: {exc}. Delete it to "
+                "train from scratch."
+            ) from exc
+        if not isinstance(state, dict) or state.get("format") != self.FORMAT:
+            raise ValueError(
+                f"{os.fspath(self.path)!r} is not a checkpoint this version of skconv can "
+                "resume from. Delete it to train from scratch."
+            )
+        return state
+
+    def _refuse_another_setup(self, keys) -> None:
+        differ = [
+            key for key in keys if self.saved_fingerprint_.get(key) != self.fingerprint_.get(key)
+        ]
+        if differ:
+            raise ValueError(
+                f"The checkpoint in {os.fspath(self.dirname)!r} belongs to another setup "
+                f"({', '.join(differ)} differ); it is left untouched. Delete it to train "
+                "from scratch, or pass another checkpoint_dir."
+            )
+
+    def _resume(self, net, state: dict) -> None:
+        self.saved_fingerprint_ = state["fingerprint"]
+        self._refuse_another_setup(
+            [key for key in {**self.saved_fingerprint_, **self.fingerprint_} if key != _SPLIT]
+        )
+        net.module_.load_state_dict(state["module"])
+        net.optimizer_.load_state_dict(state["optimizer"])
+        net.history_ = History(json.loads(state["history"]))
+        # The callbacks before this one began training on an empty history.
+        for name, cb in net.callbacks_:
+            if isinstance(cb, EarlyStopping):
+                vars(cb).update(state["early_stopping"].get(name, {}))
+            elif isinstance(cb, LRScheduler):
+                cb.on_train_begin(net)  # the schedule, rebuilt at the restored epoch
+            elif isinstance(cb, (ScoringBase, PassthroughScoring)):
+                # Each marks the epochs that beat its best score so far.
+                name = getattr(cb, "name_", None) or cb.name
+                best = [row[name] for row in net.history if row.get(f"{name}_best")]
+                cb.best_score_ = best[-1] if best else cb.best_score_
+        self.finished_ = state["finished"]
+        self.last_epoch_ = len(net.history) if self.finished_ else state["last_epoch"]
+        # Last: from here on, every random draw is the one the interrupted run made next.
+        torch.set_rng_state(state["rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
 
     def _save(self, net, finished: bool) -> None:
         from ._io import atomic_write
 
         state = {
-            "format": "skconv-checkpoint-1",
+            "format": self.FORMAT,
             "fingerprint": self.fingerprint_,
             "finished": finished,
+            "last_epoch": self.last_epoch_,
             "module": net.module_.state_dict(),
             "optimizer": net.optimizer_.state_dict(),
             "history": json.dumps(net.history.to_list(), default=_json_number),
@@ -375,7 +470,7 @@ class EpochCheckpoint(Callback):
                     "best_model_weights_": cb.best_model_weights_,
                 }
                 for name, cb in net.callbacks_
-                if isinstance(cb, EarlyStopping) and hasattr(cb, "misses_")
+                if isinstance(cb, EarlyStopping) and hasattr(cb, "best_epoch_")
             },
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -395,30 +490,29 @@ def _json_number(value):
 # Parameters that change neither the trained model nor its data: a checkpoint made with
 # other values still resumes.
 _RESUME_NEUTRAL = frozenset({"callbacks", "checkpoint_dir", "device", "num_workers", "verbose"})
+_SPLIT = "validation split"
+
+
+def _digest(value) -> str:
+    try:
+        return joblib.hash(value)
+    except Exception:  # unpicklable values (lambdas): their type is all we can compare
+        return f"<{type(value).__qualname__}>"
 
 
 def _fingerprint(net, X, y) -> dict:
-    """Digests of the parameters, classes, images and labels a checkpoint belongs to."""
-    import joblib
-
-    def digest(value) -> str:
-        try:
-            return joblib.hash(value)
-        except Exception:  # unpicklable values (lambdas): their type is all we can compare
-            return f"<{type(value).__qualname__}>"
-
+    """Digests of what a checkpoint belongs to, under the names an error gives them."""
     params = {
-        name: digest(value)
+        f"parameter {name!r}": _digest(value)
         for name, value in net.get_params(deep=False).items()
         if not name.startswith("_") and name not in _RESUME_NEUTRAL
     }
-    data = "dataset" if isinstance(X, torch.utils.data.Dataset) else digest(X)
     classes = getattr(getattr(net, "label_encoder_", None), "classes_", None)
     return {
-        "params": params,
-        "classes": digest(None if classes is None else list(classes)),
-        "X": data,
-        "y": digest(None if y is None else np.asarray(y)),
+        **params,
+        "classes": _digest(None if classes is None else list(classes)),
+        "X": "dataset" if isinstance(X, torch.utils.data.Dataset) else _digest(X),
+        "y": _digest(None if y is None else np.asarray(y)),
     }
 
 
@@ -644,7 +738,8 @@ class FineTuneClassifier(NeuralNetClassifier):
         # Before print_log, so that the epoch table shows what these callbacks record.
         callbacks = callbacks[:-1] + extra + callbacks[-1:]
         if self.checkpoint_dir is not None:
-            # Last: it saves what every other callback did in the epoch, RNG state included.
+            # Last: it saves what every other callback did in the epoch, and restores
+            # their state after they began training.
             callbacks.append(("checkpoint", EpochCheckpoint(self.checkpoint_dir)))
         return callbacks
 
@@ -663,7 +758,7 @@ class FineTuneClassifier(NeuralNetClassifier):
             caller_name=type(self).__name__,
         )
 
-    def _encode_targets(self, X, y, refit: bool) -> np.ndarray:
+    def _check_targets(self, X, y) -> np.ndarray:
         if y is None:
             raise ValueError("FineTuneClassifier needs y: one label per image.")
         images = check_images(X) if not isinstance(X, torch.utils.data.Dataset) else X
@@ -673,20 +768,22 @@ class FineTuneClassifier(NeuralNetClassifier):
         if len(y) != len(images):
             raise ValueError(f"X has {len(images)} images but y has {len(y)} labels.")
         check_classification_targets(y)
-        if refit:
-            encoder = LabelEncoder().fit(y)
-            if len(encoder.classes_) < 2:
-                raise ValueError(
-                    f"y holds a single class ({encoder.classes_[0]!r}); "
-                    "a classifier needs at least two."
-                )
-            self.label_encoder_ = encoder
-            self.class_weight_ = (
-                compute_class_weight("balanced", classes=encoder.classes_, y=y).astype(np.float32)
-                if self.class_weight == "balanced"
-                else None
+        return y
+
+    def _fit_labels(self, X, y) -> None:
+        y = self._check_targets(X, y)
+        encoder = LabelEncoder().fit(y)
+        if len(encoder.classes_) < 2:
+            raise ValueError(
+                f"y holds a single class ({encoder.classes_[0]!r}); "
+                "a classifier needs at least two."
             )
-        return self._codes(y)
+        self.label_encoder_ = encoder
+        self.class_weight_ = (
+            compute_class_weight("balanced", classes=encoder.classes_, y=y).astype(np.float32)
+            if self.class_weight == "balanced"
+            else None
+        )
 
     def _codes(self, y) -> np.ndarray:
         y = np.asarray(y)
@@ -718,75 +815,11 @@ class FineTuneClassifier(NeuralNetClassifier):
             The fitted classifier.
         """
         self._check_params()
-        refit = not (self.warm_start and self.initialized_)
-        codes = self._encode_targets(X, y, refit=refit)
+        if not (self.warm_start and self.initialized_):
+            self._fit_labels(X, y)  # before initialize: the head and the loss need them
         if self.random_state is not None:
             torch.manual_seed(self.random_state)
-        if refit and self.checkpoint_dir is not None:
-            resume = self._read_checkpoint(X, codes)  # before any state changes: it may raise
-            if resume is not None:
-                self._resume = resume
-        self._fitting = True
-        try:
-            return super().fit(X, codes, **fit_params)
-        finally:
-            del self._fitting
-            self.__dict__.pop("_resume", None)
-
-    def _read_checkpoint(self, X, codes) -> dict | None:
-        path = EpochCheckpoint(self.checkpoint_dir).path
-        if not path.is_file():
-            return None
-        try:
-            # weights_only: a checkpoint is data, and loading it must never run code.
-            # CPU: RNG states must stay CPU tensors; load_state_dict moves the rest.
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ValueError(
-                f"Cannot read the checkpoint {os.fspath(path)!r}: {exc}. Delete it to train "
-                "from scratch."
-            ) from exc
-        if not isinstance(state, dict) or state.get("format") != "skconv-checkpoint-1":
-            raise ValueError(f"{os.fspath(path)!r} is not a skconv checkpoint.")
-        expected = _fingerprint(self, X, codes)
-        saved = state["fingerprint"]
-        differ = [
-            f"parameter {name!r}"
-            for name, value in expected["params"].items()
-            if saved["params"].get(name) != value
-        ] + [what for what in ("classes", "X", "y") if saved.get(what) != expected[what]]
-        if differ:
-            raise ValueError(
-                f"The checkpoint in {os.fspath(self.checkpoint_dir)!r} belongs to another "
-                f"setup ({', '.join(differ)} differ); it is left untouched. Delete it to "
-                "train from scratch, or pass another checkpoint_dir."
-            )
-        return state
-
-    def fit_loop(self, X, y=None, epochs=None, **fit_params):
-        resume = self.__dict__.pop("_resume", None)
-        if resume is not None and epochs is None:
-            epochs = self._restore(resume)
-        return super().fit_loop(X, y, epochs=epochs, **fit_params)
-
-    def _restore(self, state: dict) -> int:
-        """Load a checkpoint into the initialised net; return the epochs left to train."""
-        self.module_.load_state_dict(state["module"])
-        self.optimizer_.load_state_dict(state["optimizer"])
-        self.history_ = History(json.loads(state["history"]))
-        for name, cb in self.callbacks_:
-            if isinstance(cb, EarlyStopping) and not state["finished"]:
-                for attr, value in state["early_stopping"].get(name, {}).items():
-                    setattr(cb, attr, value)
-            elif isinstance(cb, LRScheduler):
-                cb.on_train_begin(self)  # rebuilt at the restored epoch
-            elif isinstance(cb, EpochCheckpoint):
-                cb.saved_epochs_ = len(self.history)
-        # Last: from here on, every random draw is the one the interrupted run made next.
-        torch.set_rng_state(state["rng"])
-        if state["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        return 0 if state["finished"] else max(0, self.max_epochs - len(self.history))
+        return super().fit(X, y, **fit_params)
 
     def partial_fit(self, X, y=None, classes=None, **fit_params):
         """Train for more epochs, initialising on the first call.
@@ -807,10 +840,10 @@ class FineTuneClassifier(NeuralNetClassifier):
         self : FineTuneClassifier
             The classifier, trained for ``max_epochs`` more epochs.
         """
-        if getattr(self, "_fitting", False):  # called by fit with encoded targets
-            return super().partial_fit(X, y, classes=classes, **fit_params)
         self._check_params()
-        codes = self._encode_targets(X, y, refit=not self.initialized_)
+        if not self.initialized_:
+            self._fit_labels(X, y)
+        codes = self._codes(self._check_targets(X, y))
         return super().partial_fit(X, codes, classes=classes, **fit_params)
 
     def initialize_module(self):

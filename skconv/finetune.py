@@ -218,8 +218,8 @@ class BackboneFreezer(Callback):
 
     A new, randomly initialised head sends large gradients into the pretrained
     layers; freezing them until the head has settled protects what they learnt.
-    While frozen, the backbone also stays in eval mode so that its batch-norm
-    statistics stay those of ImageNet.
+    :class:`FineTuneClassifier` keeps a frozen backbone in eval mode, so its
+    batch-norm statistics stay those of ImageNet meanwhile.
 
     Parameters
     ----------
@@ -236,17 +236,10 @@ class BackboneFreezer(Callback):
     def __init__(self, epochs: int = 1):
         self.epochs = epochs
 
-    def _frozen(self, net) -> bool:
-        return len(net.history) <= self.epochs
-
     def on_epoch_begin(self, net, **kwargs):
-        frozen = self._frozen(net)
+        frozen = len(net.history) <= self.epochs
         for param in net.module_.backbone.parameters():
             param.requires_grad_(not frozen)
-
-    def on_batch_begin(self, net, batch=None, training=False, **kwargs):
-        if training and self._frozen(net):
-            net.module_.backbone.eval()
 
     def on_train_end(self, net, **kwargs):
         for param in net.module_.backbone.parameters():
@@ -932,6 +925,16 @@ class FineTuneClassifier(NeuralNetClassifier):
         if str(self.device).startswith("cuda"):
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    def _set_training(self, training=True):
+        super()._set_training(training)
+        # skorch sets train mode before every step. A backbone with nothing to train (the
+        # head-only epochs) runs in eval mode instead, or its batch-norm layers would
+        # overwrite their pretrained running statistics.
+        backbone = getattr(self.module_, "backbone", None)
+        if training and backbone is not None:
+            if not any(param.requires_grad for param in backbone.parameters()):
+                backbone.eval()
 
     def train_step_single(self, batch, **fit_params):
         with self._autocast():

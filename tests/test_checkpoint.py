@@ -26,7 +26,7 @@ from skconv.finetune import EpochCheckpoint
 # Early stopping ends the run after 3 of the 4 epochs, so "finished" is more than
 # "max_epochs done".
 PARAMS = dict(
-    backbone="mobilenet_v3_small", weights=None, image_size=32, batch_size=8, lr=0.05,
+    backbone="mobilenet_v3_small", weights=None, image_size=32, batch_size=8, lr=0.2,
     max_epochs=4, patience=1, random_state=0,
 )  # fmt: skip
 

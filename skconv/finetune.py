@@ -557,10 +557,13 @@ class FineTuneClassifier(NeuralNetClassifier):
     num_workers : int, default=0
         DataLoader processes that decode and augment images.
     random_state : int or None, default=None
-        Seeds torch (initialisation of the head, shuffling, augmentation) so that
-        two fits on the same CPU machine give the same model, bit for bit. On a GPU,
-        cuDNN's convolution algorithms and bfloat16 autocast are not bitwise
-        deterministic: expect predictions that differ in the last digits.
+        Seeds the random draws of ``fit`` (initialisation of the head, shuffling,
+        augmentation, dropout) so that two fits on the same CPU machine give the same
+        model, bit for bit. ``fit`` draws from its own seeded copy of torch's
+        generators: torch's global random state is the same before and after.
+        ``partial_fit`` draws from torch's global generators. On a GPU, cuDNN's
+        convolution algorithms and bfloat16 autocast are not bitwise deterministic:
+        expect predictions that differ in the last digits.
     checkpoint_dir : str, path-like or None, default=None
         A folder where the state after every epoch is saved (see
         :class:`EpochCheckpoint`). If it holds a checkpoint of the same setup
@@ -810,9 +813,8 @@ class FineTuneClassifier(NeuralNetClassifier):
         self._check_params()
         if not (self.warm_start and self.initialized_):
             self._fit_labels(X, y)  # before initialize: the head and the loss need them
-        if self.random_state is not None:
-            torch.manual_seed(self.random_state)
-        return super().fit(X, y, **fit_params)
+        with _seeded_rng(self.random_state, self.device):
+            return super().fit(X, y, **fit_params)
 
     def partial_fit(self, X, y=None, classes=None, **fit_params):
         """Train for more epochs, initialising on the first call.
@@ -989,6 +991,28 @@ class FineTuneClassifier(NeuralNetClassifier):
         if str(state.get("device", "cpu")).startswith("cuda") and not torch.cuda.is_available():
             state["device"] = "cpu"
         super().__setstate__(state)
+
+
+@contextlib.contextmanager
+def _seeded_rng(seed: int | None, device):
+    """Draw from torch's generators seeded with ``seed``, and put them back afterwards.
+
+    The CPU generator and that of the GPU trained on are forked: a seeded fit draws the
+    same numbers whatever ran before it, and the caller's random stream is left as it
+    was. Without a seed, the fit draws from the caller's stream, as skorch does.
+    """
+    if seed is None:
+        yield
+        return
+    gpus = []
+    if str(device).startswith("cuda"):
+        index = torch.device(device).index
+        gpus = [torch.cuda.current_device() if index is None else index]
+    with torch.random.fork_rng(devices=gpus):
+        torch.random.default_generator.manual_seed(seed)
+        for gpu in gpus:
+            torch.cuda.default_generators[gpu].manual_seed(seed)
+        yield
 
 
 def _accuracy_on_codes(net, X, y) -> float:

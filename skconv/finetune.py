@@ -21,6 +21,7 @@ from typing import Any
 import joblib
 import numpy as np
 import torch
+from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
 from sklearn.utils.class_weight import compute_class_weight
@@ -530,6 +531,13 @@ class FineTuneClassifier(NeuralNetClassifier):
     ``max_epochs=15`` epochs, enough for a small pretrained network to converge
     on a few hundred images.
 
+    Early stopping watches a validation part split off the training images. Sets
+    with near-duplicates (the same scan re-cropped or re-annotated, as in many
+    medical sets) need that split to keep them together, or early stopping watches
+    copies of training images: pass their group labels, for example from
+    :func:`skconv.model_selection.find_near_duplicates`, as ``fit(X, y,
+    groups=groups)``, and every group lands whole on one side of the split.
+
     Parameters
     ----------
     backbone : str, default="efficientnet_lite0"
@@ -588,6 +596,11 @@ class FineTuneClassifier(NeuralNetClassifier):
         How the validation part is made; pass
         ``skorch.helper.predefined_split(skorch.dataset.Dataset(X_val, y_val))``
         to use the part from :func:`skconv.model_selection.train_val_test_split`.
+        With ``groups`` given to ``fit``, a :class:`skorch.dataset.ValidSplit` with
+        a number as ``cv`` keeps groups whole: its validation part is the first
+        fold of :class:`~sklearn.model_selection.StratifiedGroupKFold` with
+        ``round(1 / cv)`` folds (``cv`` folds for an int), stratified unless no
+        class has a member for every fold.
     callbacks : list or None, default=None
         More skorch callbacks.
     verbose : int, default=0
@@ -793,7 +806,7 @@ class FineTuneClassifier(NeuralNetClassifier):
 
     # ------------------------------------------------------------------ fitting
 
-    def fit(self, X, y, **fit_params):
+    def fit(self, X, y, groups=None, **fit_params):
         """Fine-tune on images ``X`` with labels ``y``.
 
         Parameters
@@ -802,6 +815,11 @@ class FineTuneClassifier(NeuralNetClassifier):
             Training images.
         y : array-like of shape (n_images,)
             Labels, strings or integers.
+        groups : array-like of shape (n_images,), default=None
+            Group labels, such as those of
+            :func:`skconv.model_selection.find_near_duplicates`: the internal
+            validation split keeps each group whole (see ``train_split``). Too few
+            groups for its folds raise ValueError.
         **fit_params : dict
             Passed on to skorch's ``fit``.
 
@@ -813,10 +831,12 @@ class FineTuneClassifier(NeuralNetClassifier):
         self._check_params()
         if not (self.warm_start and self.initialized_):
             self._fit_labels(X, y)  # before initialize: the head and the loss need them
+        if groups is not None:
+            fit_params["groups"] = groups
         with _seeded_rng(self.random_state, self.device):
             return super().fit(X, y, **fit_params)
 
-    def partial_fit(self, X, y=None, classes=None, **fit_params):
+    def partial_fit(self, X, y=None, classes=None, groups=None, **fit_params):
         """Train for more epochs, initialising on the first call.
 
         Parameters
@@ -827,6 +847,8 @@ class FineTuneClassifier(NeuralNetClassifier):
             Labels; on calls after the first, only classes seen then.
         classes : None
             Ignored; the classes are those of the first ``y``.
+        groups : array-like of shape (n_images,), default=None
+            Group labels the internal validation split keeps whole, as in ``fit``.
         **fit_params : dict
             Passed on to skorch's ``partial_fit``.
 
@@ -839,6 +861,8 @@ class FineTuneClassifier(NeuralNetClassifier):
         if not self.initialized_:
             self._fit_labels(X, y)
         codes = self._codes(self._check_targets(X, y))
+        if groups is not None:
+            fit_params["groups"] = groups
         return super().partial_fit(X, codes, classes=classes, **fit_params)
 
     def initialize_module(self):
@@ -894,7 +918,13 @@ class FineTuneClassifier(NeuralNetClassifier):
         return _ImageSet(images, y, labels, self.preprocessing_)
 
     def get_split_datasets(self, X, y=None, **fit_params):
-        train, valid = super().get_split_datasets(X, y, **fit_params)
+        groups = fit_params.get("groups")
+        if groups is not None and _folds_by_number(self.train_split):
+            # skorch's ValidSplit passes groups to splitters that ignore them.
+            dataset = self.get_dataset(X, y)
+            train, valid = _split_keeping_groups(self.train_split, dataset, y, groups)
+        else:
+            train, valid = super().get_split_datasets(X, y, **fit_params)
         if self.augment is not None:
             train = _retransform(train, TrainAugmentation(self.preprocessing_))
         return train, self._as_eval_dataset(valid)
@@ -946,7 +976,9 @@ class FineTuneClassifier(NeuralNetClassifier):
         with self._autocast():
             return super().evaluation_step(batch, training=training)
 
-    def infer(self, x, **fit_params):
+    def infer(self, x, groups=None, **fit_params):
+        # skorch hands fit's parameters to both the split and the module's forward;
+        # groups are for the split alone.
         logits = super().infer(x, **fit_params)
         if self.tta and not self.module_.training:
             mirrored = torch.flip(x, dims=[3]) if torch.is_tensor(x) else x
@@ -1017,6 +1049,39 @@ def _seeded_rng(seed: int | None, device):
 
 def _accuracy_on_codes(net, X, y) -> float:
     return float(np.mean(net.predict_proba(X).argmax(axis=1) == np.asarray(y)))
+
+
+def _folds_by_number(split) -> bool:
+    return isinstance(split, ValidSplit) and isinstance(split.cv, Real)
+
+
+def _split_keeping_groups(split: ValidSplit, dataset, y, groups):
+    """The train and validation parts of ``split``, with every group whole in one."""
+    groups = np.asarray(groups)
+    if groups.shape != (len(dataset),):
+        raise ValueError(
+            f"groups must be 1-D with one entry per image ({len(dataset)}), "
+            f"got shape {groups.shape}."
+        )
+    fraction = not float(split.cv).is_integer()
+    n_folds = max(2, round(1 / split.cv)) if fraction else int(split.cv)
+    n_groups = len(np.unique(groups))
+    if n_groups < n_folds:
+        raise ValueError(
+            f"groups has {n_groups} distinct values, too few to keep each group whole in "
+            f"the validation part of train_split=ValidSplit({split.cv!r}), which needs at "
+            f"least {n_folds}. Pass a validation part of your own, train_split="
+            "predefined_split(Dataset(X_val, y_val)), for example from "
+            "skconv.model_selection.train_val_test_split(..., groups=groups)."
+        )
+    y = np.zeros(len(groups)) if y is None else np.asarray(y)
+    if not split.stratified or np.unique(y, return_counts=True)[1].max() < n_folds:
+        y = np.zeros(len(groups))  # one class: folds of whole groups, balanced in size
+    folds = StratifiedGroupKFold(
+        n_folds, shuffle=fraction, random_state=split.random_state if fraction else None
+    )
+    train, valid = next(folds.split(np.zeros(len(groups)), y, groups))
+    return torch.utils.data.Subset(dataset, train), torch.utils.data.Subset(dataset, valid)
 
 
 def _retransform(dataset, transform):

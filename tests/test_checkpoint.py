@@ -103,13 +103,15 @@ def test_checkpoint_of_another_setup_is_refused_and_kept(tmp_path, data):
     FineTuneClassifier(**{**PARAMS, "max_epochs": 1}, checkpoint_dir=tmp_path).fit(X, y)
     path = tmp_path / EpochCheckpoint.FILENAME
     before = path.read_bytes()
-    for params, X_, y_, what in [
-        ({**PARAMS, "max_epochs": 1, "lr": 0.01}, X, y, "parameter 'lr'"),
-        ({**PARAMS, "max_epochs": 1}, X[::-1], y, "X"),
-        ({**PARAMS, "max_epochs": 1}, X, np.where(y == "normal", "other", y), "classes"),
+    one_epoch = {**PARAMS, "max_epochs": 1}
+    for params, X_, y_, groups, what in [
+        ({**one_epoch, "lr": 0.01}, X, y, None, "parameter 'lr'"),
+        (one_epoch, X[::-1], y, None, "X"),
+        (one_epoch, X, np.where(y == "normal", "other", y), None, "classes"),
+        (one_epoch, X, y, np.arange(len(y)) // 2, "validation split"),
     ]:
         with pytest.raises(ValueError, match=rf"another setup \({what} differ\).*left untouched"):
-            FineTuneClassifier(**params, checkpoint_dir=tmp_path).fit(X_, y_)
+            FineTuneClassifier(**params, checkpoint_dir=tmp_path).fit(X_, y_, groups=groups)
     assert path.read_bytes() == before
 
 

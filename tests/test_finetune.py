@@ -14,7 +14,7 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 from sklearn.utils.class_weight import compute_class_weight
 from skorch.callbacks import Callback
-from skorch.dataset import Dataset
+from skorch.dataset import Dataset, ValidSplit
 from skorch.helper import predefined_split
 
 from skconv import FineTuneClassifier
@@ -191,6 +191,29 @@ def test_bad_input_raises_clear_errors(synthetic, params, y_change, message):
         y = y[:-1]
     with pytest.raises(ValueError, match=message):
         FineTuneClassifier(**{**TINY, "max_epochs": 1, "train_split": None, **params}).fit(X, y)
+
+
+class SplitRecorder(Callback):
+    """Record the indices of the training and validation parts."""
+
+    def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
+        self.train, self.valid = dataset_train.indices, dataset_valid.indices
+
+
+def test_groups_stay_whole_in_the_internal_validation_split(synthetic):
+    X, y = synthetic
+    groups = np.arange(len(y)) // 3  # 12 groups of 3 images, each group of one class
+    codes = np.unique(y, return_inverse=True)[1]
+    # The default split, image by image, puts members of a group on both sides ...
+    train, valid = ValidSplit(0.15, stratified=True, random_state=0)(np.arange(len(y)), codes)
+    assert set(groups[train.indices]) & set(groups[valid.indices])
+    # ... while with groups (which must not reach the module's forward) none straddles.
+    split = SplitRecorder()
+    FineTuneClassifier(**TINY, max_epochs=1, callbacks=[split]).fit(X, y, groups=groups)
+    assert len(split.valid) and not set(groups[split.train]) & set(groups[split.valid])
+    assert sorted([*split.train, *split.valid]) == list(range(len(y)))
+    with pytest.raises(ValueError, match=r"groups has 3 distinct values, too few .* at least 7"):
+        FineTuneClassifier(**TINY, max_epochs=1).fit(X, y, groups=y)
 
 
 def test_unseen_validation_labels_are_refused(synthetic):

@@ -309,28 +309,23 @@ class WarmupCosineLR(torch.optim.lr_scheduler.LRScheduler):
 
 
 class EpochCheckpoint(Callback):
-    """Save the training state after every epoch, and resume from it on the next run.
+    """Save the training state after every epoch; resume from it on the next run.
 
-    After every epoch, ``<dirname>/checkpoint.pt`` is replaced by the network and
-    optimizer state, the history, the state of
-    :class:`~skorch.callbacks.EarlyStopping` (best weights included), torch's random
-    number generator state, and a fingerprint of the parameters, classes, images,
-    labels and validation split. The file is written to a temporary sibling and
-    renamed, so a kill at any moment leaves the previous epoch's complete checkpoint.
+    After every epoch, ``<dirname>/checkpoint.pt`` is replaced atomically (a kill at
+    any moment leaves the previous epoch's complete file) by the network and optimizer
+    state, the history, the state of :class:`~skorch.callbacks.EarlyStopping` (best
+    weights included), torch's random number generator state, and a fingerprint of
+    the parameters, classes, images, labels and validation split.
 
-    The first training after the net is initialised (``fit``, or the first
-    ``partial_fit``) resumes from an existing file, as skorch's
-    :class:`~skorch.callbacks.LoadInitState` loads one: the file is read with
-    ``torch.load(weights_only=True)``, checked against the fingerprint, and the
-    network, optimizer, history, early stopping, position of the learning-rate
-    schedule and random number generators are restored. Training then stops once the
-    history holds as many epochs as the interrupted run was to train, so that on the
-    same machine the result is the model of an uninterrupted run, to the bit; a
-    finished run is restored without training. A checkpoint of another setup raises
-    ValueError naming what differs, and the file is left untouched.
-
-    :class:`FineTuneClassifier` adds this callback, last, when ``checkpoint_dir`` is
-    set.
+    Like skorch's :class:`~skorch.callbacks.LoadInitState`, the first training after
+    the net is initialised resumes from an existing file, read with
+    ``torch.load(weights_only=True)``: network, optimizer, history, early stopping,
+    learning-rate schedule and random generators are restored, and training stops
+    once the history holds the epochs the interrupted run was to train. On the same
+    machine the result is an uninterrupted run's model, to the bit; a finished run is
+    restored without training. A checkpoint of another setup raises ValueError naming
+    what differs and is left untouched. :class:`FineTuneClassifier` adds this
+    callback, last, when ``checkpoint_dir`` is set.
 
     Parameters
     ----------
@@ -435,8 +430,8 @@ class EpochCheckpoint(Callback):
                 cb.on_train_begin(net)  # the schedule, rebuilt at the restored epoch
             elif isinstance(cb, (ScoringBase, PassthroughScoring)):
                 # Each marks the epochs that beat its best score so far.
-                name = getattr(cb, "name_", None) or cb.name
-                best = [row[name] for row in net.history if row.get(f"{name}_best")]
+                score = getattr(cb, "name_", None) or cb.name
+                best = [row[score] for row in net.history if row.get(f"{score}_best")]
                 cb.best_score_ = best[-1] if best else cb.best_score_
         self.finished_ = state["finished"]
         self.last_epoch_ = len(net.history) if self.finished_ else state["last_epoch"]
@@ -545,7 +540,8 @@ class FineTuneClassifier(NeuralNetClassifier):
     weights : str, path-like or None, default="DEFAULT"
         Pretrained weights of the backbone, as in :func:`skconv.zoo.load_backbone`.
     freeze_epochs : int, default=1
-        Head-only epochs at the start (see :class:`BackboneFreezer`).
+        Head-only epochs at the start (see :class:`BackboneFreezer`), the backbone
+        in eval mode so that its batch-norm statistics stay the pretrained ones.
     backbone_lr_scale : float, default=0.1
         Learning rate of the pretrained layers relative to ``lr``.
     warmup_epochs : int, default=1
@@ -575,11 +571,11 @@ class FineTuneClassifier(NeuralNetClassifier):
     checkpoint_dir : str, path-like or None, default=None
         A folder where the state after every epoch is saved (see
         :class:`EpochCheckpoint`). If it holds a checkpoint of the same setup
-        (parameters, data and labels), ``fit`` resumes from it and, on the same
-        machine, reaches the same model as an uninterrupted run; a finished run is
-        restored without training. A checkpoint of another setup raises
-        ValueError and is left alone: delete it or choose another folder. Use one
-        folder per model, not with ``GridSearchCV``.
+        (parameters, data, labels, validation split), ``fit`` resumes from it
+        and, on the same machine, reaches the same model as an uninterrupted run;
+        a finished run is restored without training. A checkpoint of another
+        setup raises ValueError and is left alone: delete it or choose another
+        folder. Use one folder per model, not with ``GridSearchCV``.
     module : type, default=FineTuneNet
         The network class; ``module__dropout`` and others reach it.
     criterion : type, default=torch.nn.CrossEntropyLoss

@@ -437,12 +437,14 @@ class EpochCheckpoint(Callback):
         self.last_epoch_ = len(net.history) if self.finished_ else state["last_epoch"]
         # Last: from here on, every random draw is the one the interrupted run made next.
         torch.set_rng_state(state["rng"])
-        if state["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        gpu = _gpu(net.device)
+        if state["cuda_rng"] and gpu is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"][0], gpu)
 
     def _save(self, net, finished: bool) -> None:
         from ._io import atomic_write
 
+        gpu = _gpu(net.device)
         state = {
             "format": self.FORMAT,
             "fingerprint": self.fingerprint_,
@@ -462,7 +464,7 @@ class EpochCheckpoint(Callback):
                 if isinstance(cb, EarlyStopping) and hasattr(cb, "best_epoch_")
             },
             "rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "cuda_rng": [] if gpu is None else [torch.cuda.get_rng_state(gpu)],
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(self.path, "wb", overwrite=True) as handle:
@@ -1032,15 +1034,21 @@ def _seeded_rng(seed: int | None, device):
     if seed is None:
         yield
         return
-    gpus = []
-    if str(device).startswith("cuda"):
-        index = torch.device(device).index
-        gpus = [torch.cuda.current_device() if index is None else index]
+    gpu = _gpu(device)
+    gpus = [] if gpu is None else [gpu]
     with torch.random.fork_rng(devices=gpus):
         torch.random.default_generator.manual_seed(seed)
-        for gpu in gpus:
+        if gpu is not None:
             torch.cuda.default_generators[gpu].manual_seed(seed)
         yield
+
+
+def _gpu(device) -> int | None:
+    """The index of the GPU that ``device`` names, None for a CPU."""
+    if not str(device).startswith("cuda"):
+        return None
+    index = torch.device(device).index
+    return torch.cuda.current_device() if index is None else index
 
 
 def _accuracy_on_codes(net, X, y) -> float:

@@ -14,16 +14,27 @@ import contextlib
 import json
 import math
 import os
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
+import joblib
 import numpy as np
 import torch
+from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.preprocessing import LabelEncoder
+from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from skorch import NeuralNetClassifier
-from skorch.callbacks import Callback, EarlyStopping, EpochScoring, LRScheduler
+from skorch.callbacks import (
+    Callback,
+    EarlyStopping,
+    EpochScoring,
+    LRScheduler,
+    PassthroughScoring,
+)
+from skorch.callbacks.scoring import ScoringBase
 from skorch.dataset import ValidSplit
 from skorch.history import History
 from torch import nn
@@ -39,7 +50,6 @@ __all__ = [
     "BackboneFreezer",
     "WarmupCosineLR",
     "EpochCheckpoint",
-    "plot_learning_curves",
 ]
 
 
@@ -209,8 +219,8 @@ class BackboneFreezer(Callback):
 
     A new, randomly initialised head sends large gradients into the pretrained
     layers; freezing them until the head has settled protects what they learnt.
-    While frozen, the backbone also stays in eval mode so that its batch-norm
-    statistics stay those of ImageNet.
+    :class:`FineTuneClassifier` keeps a frozen backbone in eval mode, so its
+    batch-norm statistics stay those of ImageNet meanwhile.
 
     Parameters
     ----------
@@ -227,17 +237,10 @@ class BackboneFreezer(Callback):
     def __init__(self, epochs: int = 1):
         self.epochs = epochs
 
-    def _frozen(self, net) -> bool:
-        return len(net.history) <= self.epochs
-
     def on_epoch_begin(self, net, **kwargs):
-        frozen = self._frozen(net)
+        frozen = len(net.history) <= self.epochs
         for param in net.module_.backbone.parameters():
             param.requires_grad_(not frozen)
-
-    def on_batch_begin(self, net, batch=None, training=False, **kwargs):
-        if training and self._frozen(net):
-            net.module_.backbone.eval()
 
     def on_train_end(self, net, **kwargs):
         for param in net.module_.backbone.parameters():
@@ -306,15 +309,23 @@ class WarmupCosineLR(torch.optim.lr_scheduler.LRScheduler):
 
 
 class EpochCheckpoint(Callback):
-    """Save all that resuming needs after every epoch, in one file replaced atomically.
+    """Save the training state after every epoch; resume from it on the next run.
 
-    ``<dirname>/checkpoint.pt`` holds the network and optimizer state, the history,
-    the state of :class:`~skorch.callbacks.EarlyStopping` (best weights included),
-    torch's random number generator state, and a fingerprint of the parameters, data
-    and labels. The file is written to a temporary sibling and renamed, so a kill at
-    any moment leaves the previous epoch's complete checkpoint. It is read with
-    ``torch.load(weights_only=True)``. :class:`FineTuneClassifier` adds this callback
-    when ``checkpoint_dir`` is set and resumes from the file in ``fit``.
+    After every epoch, ``<dirname>/checkpoint.pt`` is replaced atomically (a kill at
+    any moment leaves the previous epoch's complete file) by the network and optimizer
+    state, the history, the state of :class:`~skorch.callbacks.EarlyStopping` (best
+    weights included), torch's random number generator state, and a fingerprint of
+    the parameters, classes, images, labels and validation split.
+
+    Like skorch's :class:`~skorch.callbacks.LoadInitState`, the first training after
+    the net is initialised resumes from an existing file, read with
+    ``torch.load(weights_only=True)``: network, optimizer, history, early stopping,
+    learning-rate schedule and random generators are restored, and training stops
+    once the history holds the epochs the interrupted run was to train. On the same
+    machine the result is an uninterrupted run's model, to the bit; a finished run is
+    restored without training. A checkpoint of another setup raises ValueError naming
+    what differs and is left untouched. :class:`FineTuneClassifier` adds this
+    callback, last, when ``checkpoint_dir`` is set.
 
     Parameters
     ----------
@@ -329,6 +340,7 @@ class EpochCheckpoint(Callback):
     """
 
     FILENAME = "checkpoint.pt"
+    FORMAT = "skconv-checkpoint-2"
 
     def __init__(self, dirname):
         self.dirname = dirname
@@ -338,31 +350,106 @@ class EpochCheckpoint(Callback):
         """The checkpoint file."""
         return Path(self.dirname) / self.FILENAME
 
+    def initialize(self):
+        self.may_resume_ = True
+        return self
+
     def on_train_begin(self, net, X=None, y=None, **kwargs):
         self.fingerprint_ = _fingerprint(net, X, y)
+        self.saved_fingerprint_ = None
+        self.last_epoch_ = len(net.history) + net.max_epochs
+        self.finished_ = False
+        if self.may_resume_ and self.path.is_file():
+            self._resume(net, self._load())
+        self.may_resume_ = False
         self.saved_epochs_ = len(net.history)
+
+    def on_epoch_begin(self, net, dataset_valid=None, **kwargs):
+        if _SPLIT not in self.fingerprint_:  # the split is made after on_train_begin
+            self.fingerprint_[_SPLIT] = _digest(getattr(dataset_valid, "indices", None))
+            if self.saved_fingerprint_ is not None and _SPLIT in self.saved_fingerprint_:
+                self._refuse_another_setup([_SPLIT])
+        if len(net.history) > self.last_epoch_:
+            del net.history[-1]  # the row skorch opened for an epoch that will not run
+            raise KeyboardInterrupt  # ends the loop as EarlyStopping does
 
     def on_epoch_end(self, net, **kwargs):
         self._save(net, finished=False)
 
     def on_train_end(self, net, **kwargs):
         # EarlyStopping ends training by raising KeyboardInterrupt, as Ctrl-C does; only
-        # the former, or every epoch done, is a finished run (Ctrl-C keeps the last epoch).
+        # the former, or the last epoch saved, makes a finished run.
         stopped = any(
             isinstance(cb, EarlyStopping) and getattr(cb, "misses_", 0) >= cb.patience
             for _, cb in net.callbacks_
         )
-        done = self.saved_epochs_ == len(net.history) >= net.max_epochs
-        if stopped or done:
+        if not self.finished_ and (stopped or self.saved_epochs_ >= self.last_epoch_):
             self._save(net, finished=True)
+
+    def _load(self) -> dict:
+        try:
+            # weights_only: a checkpoint is data, and loading it must never run code.
+            # CPU: RNG states must stay CPU tensors; load_state_dict moves the rest.
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ValueError(
+                f"Cannot read the checkpoint {os.fspath(self.path)!r}: {exc}. Delete it to "
+                "train from scratch."
+            ) from exc
+        if not isinstance(state, dict) or state.get("format") != self.FORMAT:
+            raise ValueError(
+                f"{os.fspath(self.path)!r} is not a checkpoint this version of skconv can "
+                "resume from. Delete it to train from scratch."
+            )
+        return state
+
+    def _refuse_another_setup(self, keys) -> None:
+        differ = [
+            key for key in keys if self.saved_fingerprint_.get(key) != self.fingerprint_.get(key)
+        ]
+        if differ:
+            raise ValueError(
+                f"The checkpoint in {os.fspath(self.dirname)!r} belongs to another setup "
+                f"({', '.join(differ)} differ); it is left untouched. Delete it to train "
+                "from scratch, or pass another checkpoint_dir."
+            )
+
+    def _resume(self, net, state: dict) -> None:
+        self.saved_fingerprint_ = state["fingerprint"]
+        self._refuse_another_setup(
+            [key for key in {**self.saved_fingerprint_, **self.fingerprint_} if key != _SPLIT]
+        )
+        net.module_.load_state_dict(state["module"])
+        net.optimizer_.load_state_dict(state["optimizer"])
+        net.history_ = History(json.loads(state["history"]))
+        # The callbacks before this one began training on an empty history.
+        for name, cb in net.callbacks_:
+            if isinstance(cb, EarlyStopping):
+                vars(cb).update(state["early_stopping"].get(name, {}))
+            elif isinstance(cb, LRScheduler):
+                cb.on_train_begin(net)  # the schedule, rebuilt at the restored epoch
+            elif isinstance(cb, (ScoringBase, PassthroughScoring)):
+                # Each marks the epochs that beat its best score so far.
+                score = getattr(cb, "name_", None) or cb.name
+                best = [row[score] for row in net.history if row.get(f"{score}_best")]
+                cb.best_score_ = best[-1] if best else cb.best_score_
+        self.finished_ = state["finished"]
+        self.last_epoch_ = len(net.history) if self.finished_ else state["last_epoch"]
+        # Last: from here on, every random draw is the one the interrupted run made next.
+        torch.set_rng_state(state["rng"])
+        gpu = _gpu(net.device)
+        if state["cuda_rng"] and gpu is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"][0], gpu)
 
     def _save(self, net, finished: bool) -> None:
         from ._io import atomic_write
 
+        gpu = _gpu(net.device)
         state = {
-            "format": "skconv-checkpoint-1",
+            "format": self.FORMAT,
             "fingerprint": self.fingerprint_,
             "finished": finished,
+            "last_epoch": self.last_epoch_,
             "module": net.module_.state_dict(),
             "optimizer": net.optimizer_.state_dict(),
             "history": json.dumps(net.history.to_list(), default=_json_number),
@@ -374,10 +461,10 @@ class EpochCheckpoint(Callback):
                     "best_model_weights_": cb.best_model_weights_,
                 }
                 for name, cb in net.callbacks_
-                if isinstance(cb, EarlyStopping) and hasattr(cb, "misses_")
+                if isinstance(cb, EarlyStopping) and hasattr(cb, "best_epoch_")
             },
             "rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "cuda_rng": [] if gpu is None else [torch.cuda.get_rng_state(gpu)],
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(self.path, "wb", overwrite=True) as handle:
@@ -394,36 +481,33 @@ def _json_number(value):
 # Parameters that change neither the trained model nor its data: a checkpoint made with
 # other values still resumes.
 _RESUME_NEUTRAL = frozenset({"callbacks", "checkpoint_dir", "device", "num_workers", "verbose"})
+_SPLIT = "validation split"
+
+
+def _digest(value) -> str:
+    try:
+        return joblib.hash(value)
+    except Exception:  # unpicklable values (lambdas): their type is all we can compare
+        return f"<{type(value).__qualname__}>"
 
 
 def _fingerprint(net, X, y) -> dict:
-    """Digests of the parameters, classes, images and labels a checkpoint belongs to."""
-    import joblib
-
-    def digest(value) -> str:
-        try:
-            return joblib.hash(value)
-        except Exception:  # unpicklable values (lambdas): their type is all we can compare
-            return f"<{type(value).__qualname__}>"
-
+    """Digests of what a checkpoint belongs to, under the names an error gives them."""
     params = {
-        name: digest(value)
+        f"parameter {name!r}": _digest(value)
         for name, value in net.get_params(deep=False).items()
         if not name.startswith("_") and name not in _RESUME_NEUTRAL
     }
-    data = "dataset" if isinstance(X, torch.utils.data.Dataset) else digest(X)
     classes = getattr(getattr(net, "label_encoder_", None), "classes_", None)
     return {
-        "params": params,
-        "classes": digest(None if classes is None else list(classes)),
-        "X": data,
-        "y": digest(None if y is None else np.asarray(y)),
+        **params,
+        "classes": _digest(None if classes is None else list(classes)),
+        "X": "dataset" if isinstance(X, torch.utils.data.Dataset) else _digest(X),
+        "y": _digest(None if y is None else np.asarray(y)),
     }
 
 
 # --------------------------------------------------------------------------- classifier
-
-_AUGMENT_OPTIONS = ("default", None)
 
 
 class FineTuneClassifier(NeuralNetClassifier):
@@ -444,6 +528,13 @@ class FineTuneClassifier(NeuralNetClassifier):
     ``max_epochs=15`` epochs, enough for a small pretrained network to converge
     on a few hundred images.
 
+    Early stopping watches a validation part split off the training images. Sets
+    with near-duplicates (the same scan re-cropped or re-annotated, as in many
+    medical sets) need that split to keep them together, or early stopping watches
+    copies of training images: pass their group labels, for example from
+    :func:`skconv.model_selection.find_near_duplicates`, as ``fit(X, y,
+    groups=groups)``, and every group lands whole on one side of the split.
+
     Parameters
     ----------
     backbone : str, default="efficientnet_lite0"
@@ -451,7 +542,8 @@ class FineTuneClassifier(NeuralNetClassifier):
     weights : str, path-like or None, default="DEFAULT"
         Pretrained weights of the backbone, as in :func:`skconv.zoo.load_backbone`.
     freeze_epochs : int, default=1
-        Head-only epochs at the start (see :class:`BackboneFreezer`).
+        Head-only epochs at the start (see :class:`BackboneFreezer`), the backbone
+        in eval mode so that its batch-norm statistics stay the pretrained ones.
     backbone_lr_scale : float, default=0.1
         Learning rate of the pretrained layers relative to ``lr``.
     warmup_epochs : int, default=1
@@ -471,18 +563,21 @@ class FineTuneClassifier(NeuralNetClassifier):
     num_workers : int, default=0
         DataLoader processes that decode and augment images.
     random_state : int or None, default=None
-        Seeds torch (initialisation of the head, shuffling, augmentation) so that
-        two fits on the same CPU machine give the same model, bit for bit. On a GPU,
-        cuDNN's convolution algorithms and bfloat16 autocast are not bitwise
-        deterministic: expect predictions that differ in the last digits.
+        Seeds the random draws of ``fit`` (initialisation of the head, shuffling,
+        augmentation, dropout) so that two fits on the same CPU machine give the same
+        model, bit for bit. ``fit`` draws from its own seeded copy of torch's
+        generators: torch's global random state is the same before and after.
+        ``partial_fit`` draws from torch's global generators. On a GPU, cuDNN's
+        convolution algorithms and bfloat16 autocast are not bitwise deterministic:
+        expect predictions that differ in the last digits.
     checkpoint_dir : str, path-like or None, default=None
         A folder where the state after every epoch is saved (see
         :class:`EpochCheckpoint`). If it holds a checkpoint of the same setup
-        (parameters, data and labels), ``fit`` resumes from it and, on the same
-        machine, reaches the same model as an uninterrupted run; a finished run is
-        restored without training. A checkpoint of another setup raises
-        ValueError and is left alone: delete it or choose another folder. Use one
-        folder per model, not with ``GridSearchCV``.
+        (parameters, data, labels, validation split), ``fit`` resumes from it
+        and, on the same machine, reaches the same model as an uninterrupted run;
+        a finished run is restored without training. A checkpoint of another
+        setup raises ValueError and is left alone: delete it or choose another
+        folder. Use one folder per model, not with ``GridSearchCV``.
     module : type, default=FineTuneNet
         The network class; ``module__dropout`` and others reach it.
     criterion : type, default=torch.nn.CrossEntropyLoss
@@ -499,6 +594,11 @@ class FineTuneClassifier(NeuralNetClassifier):
         How the validation part is made; pass
         ``skorch.helper.predefined_split(skorch.dataset.Dataset(X_val, y_val))``
         to use the part from :func:`skconv.model_selection.train_val_test_split`.
+        With ``groups`` given to ``fit``, a :class:`skorch.dataset.ValidSplit` with
+        a number as ``cv`` keeps groups whole: its validation part is the first
+        fold of :class:`~sklearn.model_selection.StratifiedGroupKFold` with
+        ``round(1 / cv)`` folds (``cv`` folds for an int), stratified unless no
+        class has a member for every fold.
     callbacks : list or None, default=None
         More skorch callbacks.
     verbose : int, default=0
@@ -534,6 +634,25 @@ class FineTuneClassifier(NeuralNetClassifier):
     >>> clf.fit(X, y).predict(X[:2]).shape
     (2,)
     """
+
+    # FineTuneClassifier's own parameters; skorch checks the names of its own.
+    _parameter_constraints: dict = {
+        "backbone": [str],
+        "weights": [str, os.PathLike, None],
+        "freeze_epochs": [Interval(Integral, 0, None, closed="left")],
+        "backbone_lr_scale": [Interval(Real, 0, None, closed="left")],
+        "warmup_epochs": [Interval(Integral, 0, None, closed="left")],
+        "augment": [StrOptions({"default"}), None],
+        "class_weight": [StrOptions({"balanced"}), None],
+        "patience": [Interval(Integral, 1, None, closed="left"), None],
+        "tta": ["boolean"],
+        "image_size": [Interval(Integral, 16, None, closed="left"), None],
+        "num_workers": [Interval(Integral, 0, None, closed="left")],
+        "random_state": [Interval(Integral, 0, None, closed="left"), None],
+        "checkpoint_dir": [str, os.PathLike, None],
+        "lr": [Interval(Real, 0, None, closed="left")],
+        "max_epochs": [Interval(Integral, 0, None, closed="left")],
+    }
 
     def __init__(
         self,
@@ -626,7 +745,8 @@ class FineTuneClassifier(NeuralNetClassifier):
         # Before print_log, so that the epoch table shows what these callbacks record.
         callbacks = callbacks[:-1] + extra + callbacks[-1:]
         if self.checkpoint_dir is not None:
-            # Last: it saves what every other callback did in the epoch, RNG state included.
+            # Last: it saves what every other callback did in the epoch, and restores
+            # their state after they began training.
             callbacks.append(("checkpoint", EpochCheckpoint(self.checkpoint_dir)))
         return callbacks
 
@@ -637,26 +757,15 @@ class FineTuneClassifier(NeuralNetClassifier):
         return self.label_encoder_.classes_
 
     def _check_params(self) -> None:
-        if self.augment not in _AUGMENT_OPTIONS:
-            raise ValueError(f"augment must be 'default' or None, got {self.augment!r}.")
-        if self.class_weight not in ("balanced", None):
-            raise ValueError(
-                f"class_weight must be 'balanced' or None, got {self.class_weight!r}."
-            )
-        for name in ("freeze_epochs", "warmup_epochs", "num_workers"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}.")
-        if not self.backbone_lr_scale >= 0:
-            raise ValueError(f"backbone_lr_scale must be >= 0, got {self.backbone_lr_scale!r}.")
-        if self.image_size is not None and int(self.image_size) < 16:
-            raise ValueError(f"image_size must be at least 16 or None, got {self.image_size!r}.")
-        if not isinstance(self.checkpoint_dir, (str, os.PathLike, type(None))):
-            raise ValueError(
-                f"checkpoint_dir must be a folder path or None, got {self.checkpoint_dir!r}."
-            )
+        # skorch's _validate_params checks parameter names, not values: hence the
+        # direct call rather than scikit-learn's _fit_context.
+        validate_parameter_constraints(
+            self._parameter_constraints,
+            self.get_params(deep=False),
+            caller_name=type(self).__name__,
+        )
 
-    def _encode_targets(self, X, y, refit: bool) -> np.ndarray:
+    def _check_targets(self, X, y) -> np.ndarray:
         if y is None:
             raise ValueError("FineTuneClassifier needs y: one label per image.")
         images = check_images(X) if not isinstance(X, torch.utils.data.Dataset) else X
@@ -666,20 +775,22 @@ class FineTuneClassifier(NeuralNetClassifier):
         if len(y) != len(images):
             raise ValueError(f"X has {len(images)} images but y has {len(y)} labels.")
         check_classification_targets(y)
-        if refit:
-            encoder = LabelEncoder().fit(y)
-            if len(encoder.classes_) < 2:
-                raise ValueError(
-                    f"y holds a single class ({encoder.classes_[0]!r}); "
-                    "a classifier needs at least two."
-                )
-            self.label_encoder_ = encoder
-            self.class_weight_ = (
-                compute_class_weight("balanced", classes=encoder.classes_, y=y).astype(np.float32)
-                if self.class_weight == "balanced"
-                else None
+        return y
+
+    def _fit_labels(self, X, y) -> None:
+        y = self._check_targets(X, y)
+        encoder = LabelEncoder().fit(y)
+        if len(encoder.classes_) < 2:
+            raise ValueError(
+                f"y holds a single class ({encoder.classes_[0]!r}); "
+                "a classifier needs at least two."
             )
-        return self._codes(y)
+        self.label_encoder_ = encoder
+        self.class_weight_ = (
+            compute_class_weight("balanced", classes=encoder.classes_, y=y).astype(np.float32)
+            if self.class_weight == "balanced"
+            else None
+        )
 
     def _codes(self, y) -> np.ndarray:
         y = np.asarray(y)
@@ -693,7 +804,7 @@ class FineTuneClassifier(NeuralNetClassifier):
 
     # ------------------------------------------------------------------ fitting
 
-    def fit(self, X, y, **fit_params):
+    def fit(self, X, y, groups=None, **fit_params):
         """Fine-tune on images ``X`` with labels ``y``.
 
         Parameters
@@ -702,6 +813,11 @@ class FineTuneClassifier(NeuralNetClassifier):
             Training images.
         y : array-like of shape (n_images,)
             Labels, strings or integers.
+        groups : array-like of shape (n_images,), default=None
+            Group labels, such as those of
+            :func:`skconv.model_selection.find_near_duplicates`: the internal
+            validation split keeps each group whole (see ``train_split``). Too few
+            groups for its folds raise ValueError.
         **fit_params : dict
             Passed on to skorch's ``fit``.
 
@@ -711,77 +827,14 @@ class FineTuneClassifier(NeuralNetClassifier):
             The fitted classifier.
         """
         self._check_params()
-        refit = not (self.warm_start and self.initialized_)
-        codes = self._encode_targets(X, y, refit=refit)
-        if self.random_state is not None:
-            torch.manual_seed(self.random_state)
-        if refit and self.checkpoint_dir is not None:
-            resume = self._read_checkpoint(X, codes)  # before any state changes: it may raise
-            if resume is not None:
-                self._resume = resume
-        self._fitting = True
-        try:
-            return super().fit(X, codes, **fit_params)
-        finally:
-            del self._fitting
-            self.__dict__.pop("_resume", None)
+        if not (self.warm_start and self.initialized_):
+            self._fit_labels(X, y)  # before initialize: the head and the loss need them
+        if groups is not None:
+            fit_params["groups"] = groups
+        with _seeded_rng(self.random_state, self.device):
+            return super().fit(X, y, **fit_params)
 
-    def _read_checkpoint(self, X, codes) -> dict | None:
-        path = EpochCheckpoint(self.checkpoint_dir).path
-        if not path.is_file():
-            return None
-        try:
-            # weights_only: a checkpoint is data, and loading it must never run code.
-            # CPU: RNG states must stay CPU tensors; load_state_dict moves the rest.
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ValueError(
-                f"Cannot read the checkpoint {os.fspath(path)!r}: {exc}. Delete it to train "
-                "from scratch."
-            ) from exc
-        if not isinstance(state, dict) or state.get("format") != "skconv-checkpoint-1":
-            raise ValueError(f"{os.fspath(path)!r} is not a skconv checkpoint.")
-        expected = _fingerprint(self, X, codes)
-        saved = state["fingerprint"]
-        differ = [
-            f"parameter {name!r}"
-            for name, value in expected["params"].items()
-            if saved["params"].get(name) != value
-        ] + [what for what in ("classes", "X", "y") if saved.get(what) != expected[what]]
-        if differ:
-            raise ValueError(
-                f"The checkpoint in {os.fspath(self.checkpoint_dir)!r} belongs to another "
-                f"setup ({', '.join(differ)} differ); it is left untouched. Delete it to "
-                "train from scratch, or pass another checkpoint_dir."
-            )
-        return state
-
-    def fit_loop(self, X, y=None, epochs=None, **fit_params):
-        resume = self.__dict__.pop("_resume", None)
-        if resume is not None and epochs is None:
-            epochs = self._restore(resume)
-        return super().fit_loop(X, y, epochs=epochs, **fit_params)
-
-    def _restore(self, state: dict) -> int:
-        """Load a checkpoint into the initialised net; return the epochs left to train."""
-        self.module_.load_state_dict(state["module"])
-        self.optimizer_.load_state_dict(state["optimizer"])
-        self.history_ = History(json.loads(state["history"]))
-        for name, cb in self.callbacks_:
-            if isinstance(cb, EarlyStopping) and not state["finished"]:
-                for attr, value in state["early_stopping"].get(name, {}).items():
-                    setattr(cb, attr, value)
-            elif isinstance(cb, LRScheduler):
-                cb.on_train_begin(self)  # rebuilt at the restored epoch
-            elif isinstance(cb, EpochCheckpoint):
-                cb.saved_epochs_ = len(self.history)
-        # Last: from here on, every random draw is the one the interrupted run made next.
-        torch.set_rng_state(state["rng"])
-        if state["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        return 0 if state["finished"] else max(0, self.max_epochs - len(self.history))
-
-    def partial_fit(self, X, y=None, classes=None, **fit_params):
+    def partial_fit(self, X, y=None, classes=None, groups=None, **fit_params):
         """Train for more epochs, initialising on the first call.
 
         Parameters
@@ -792,6 +845,8 @@ class FineTuneClassifier(NeuralNetClassifier):
             Labels; on calls after the first, only classes seen then.
         classes : None
             Ignored; the classes are those of the first ``y``.
+        groups : array-like of shape (n_images,), default=None
+            Group labels the internal validation split keeps whole, as in ``fit``.
         **fit_params : dict
             Passed on to skorch's ``partial_fit``.
 
@@ -800,10 +855,12 @@ class FineTuneClassifier(NeuralNetClassifier):
         self : FineTuneClassifier
             The classifier, trained for ``max_epochs`` more epochs.
         """
-        if getattr(self, "_fitting", False):  # called by fit with encoded targets
-            return super().partial_fit(X, y, classes=classes, **fit_params)
         self._check_params()
-        codes = self._encode_targets(X, y, refit=not self.initialized_)
+        if not self.initialized_:
+            self._fit_labels(X, y)
+        codes = self._codes(self._check_targets(X, y))
+        if groups is not None:
+            fit_params["groups"] = groups
         return super().partial_fit(X, codes, classes=classes, **fit_params)
 
     def initialize_module(self):
@@ -859,7 +916,13 @@ class FineTuneClassifier(NeuralNetClassifier):
         return _ImageSet(images, y, labels, self.preprocessing_)
 
     def get_split_datasets(self, X, y=None, **fit_params):
-        train, valid = super().get_split_datasets(X, y, **fit_params)
+        groups = fit_params.get("groups")
+        if groups is not None and _folds_by_number(self.train_split):
+            # skorch's ValidSplit passes groups to splitters that ignore them.
+            dataset = self.get_dataset(X, y)
+            train, valid = _split_keeping_groups(self.train_split, dataset, y, groups)
+        else:
+            train, valid = super().get_split_datasets(X, y, **fit_params)
         if self.augment is not None:
             train = _retransform(train, TrainAugmentation(self.preprocessing_))
         return train, self._as_eval_dataset(valid)
@@ -893,6 +956,16 @@ class FineTuneClassifier(NeuralNetClassifier):
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def _set_training(self, training=True):
+        super()._set_training(training)
+        # skorch sets train mode before every step. A backbone with nothing to train (the
+        # head-only epochs) runs in eval mode instead, or its batch-norm layers would
+        # overwrite their pretrained running statistics.
+        backbone = getattr(self.module_, "backbone", None)
+        if training and backbone is not None:
+            if not any(param.requires_grad for param in backbone.parameters()):
+                backbone.eval()
+
     def train_step_single(self, batch, **fit_params):
         with self._autocast():
             return super().train_step_single(batch, **fit_params)
@@ -901,7 +974,9 @@ class FineTuneClassifier(NeuralNetClassifier):
         with self._autocast():
             return super().evaluation_step(batch, training=training)
 
-    def infer(self, x, **fit_params):
+    def infer(self, x, groups=None, **fit_params):
+        # skorch hands fit's parameters to both the split and the module's forward;
+        # groups are for the split alone.
         logits = super().infer(x, **fit_params)
         if self.tta and not self.module_.training:
             mirrored = torch.flip(x, dims=[3]) if torch.is_tensor(x) else x
@@ -948,8 +1023,69 @@ class FineTuneClassifier(NeuralNetClassifier):
         super().__setstate__(state)
 
 
+@contextlib.contextmanager
+def _seeded_rng(seed: int | None, device):
+    """Draw from torch's generators seeded with ``seed``, and put them back afterwards.
+
+    The CPU generator and that of the GPU trained on are forked: a seeded fit draws the
+    same numbers whatever ran before it, and the caller's random stream is left as it
+    was. Without a seed, the fit draws from the caller's stream, as skorch does.
+    """
+    if seed is None:
+        yield
+        return
+    gpu = _gpu(device)
+    gpus = [] if gpu is None else [gpu]
+    with torch.random.fork_rng(devices=gpus):
+        torch.random.default_generator.manual_seed(seed)
+        if gpu is not None:
+            torch.cuda.default_generators[gpu].manual_seed(seed)
+        yield
+
+
+def _gpu(device) -> int | None:
+    """The index of the GPU that ``device`` names, None for a CPU."""
+    if not str(device).startswith("cuda"):
+        return None
+    index = torch.device(device).index
+    return torch.cuda.current_device() if index is None else index
+
+
 def _accuracy_on_codes(net, X, y) -> float:
     return float(np.mean(net.predict_proba(X).argmax(axis=1) == np.asarray(y)))
+
+
+def _folds_by_number(split) -> bool:
+    return isinstance(split, ValidSplit) and isinstance(split.cv, Real)
+
+
+def _split_keeping_groups(split: ValidSplit, dataset, y, groups):
+    """The train and validation parts of ``split``, with every group whole in one."""
+    groups = np.asarray(groups)
+    if groups.shape != (len(dataset),):
+        raise ValueError(
+            f"groups must be 1-D with one entry per image ({len(dataset)}), "
+            f"got shape {groups.shape}."
+        )
+    fraction = not float(split.cv).is_integer()
+    n_folds = max(2, round(1 / split.cv)) if fraction else int(split.cv)
+    n_groups = len(np.unique(groups))
+    if n_groups < n_folds:
+        raise ValueError(
+            f"groups has {n_groups} distinct values, too few to keep each group whole in "
+            f"the validation part of train_split=ValidSplit({split.cv!r}), which needs at "
+            f"least {n_folds}. Pass a validation part of your own, train_split="
+            "predefined_split(Dataset(X_val, y_val)), for example from "
+            "skconv.model_selection.train_val_test_split(..., groups=groups)."
+        )
+    y = np.zeros(len(groups)) if y is None else np.asarray(y)
+    if not split.stratified or np.unique(y, return_counts=True)[1].max() < n_folds:
+        y = np.zeros(len(groups))  # one class: folds of whole groups, balanced in size
+    folds = StratifiedGroupKFold(
+        n_folds, shuffle=fraction, random_state=split.random_state if fraction else None
+    )
+    train, valid = next(folds.split(np.zeros(len(groups)), y, groups))
+    return torch.utils.data.Subset(dataset, train), torch.utils.data.Subset(dataset, valid)
 
 
 def _retransform(dataset, transform):
@@ -958,66 +1094,3 @@ def _retransform(dataset, transform):
     if isinstance(dataset, torch.utils.data.Subset) and isinstance(dataset.dataset, _ImageSet):
         return torch.utils.data.Subset(dataset.dataset.with_transform(transform), dataset.indices)
     return dataset
-
-
-# --------------------------------------------------------------------------- plots
-
-
-def plot_learning_curves(net, path: str | os.PathLike) -> str:
-    """Save the training and validation loss (and validation accuracy) per epoch as a PNG.
-
-    Parameters
-    ----------
-    net : skorch.NeuralNet
-        A fitted net; its ``history`` is plotted.
-    path : str or path-like
-        Where to write the PNG (written to a temporary file, then renamed).
-
-    Returns
-    -------
-    path : str
-        The path written.
-
-    Examples
-    --------
-    >>> import numpy as np, tempfile, os
-    >>> from skconv import FineTuneClassifier
-    >>> from skconv.finetune import plot_learning_curves
-    >>> X = np.random.default_rng(0).integers(0, 256, (8, 32, 32), dtype=np.uint8)
-    >>> clf = FineTuneClassifier("resnet18", weights=None, image_size=32, max_epochs=1,
-    ...                          train_split=None).fit(X, [0, 1] * 4)
-    >>> out = plot_learning_curves(clf, os.path.join(tempfile.mkdtemp(), "curves.png"))
-    >>> os.path.exists(out)
-    True
-    """
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    from ._io import atomic_write
-
-    history = net.history
-    epochs = history[:, "epoch"]
-    # A bare Figure (no pyplot) changes no global matplotlib state.
-    fig = Figure(figsize=(6, 4))
-    loss_ax = fig.subplots()
-    loss_ax.plot(epochs, history[:, "train_loss"], "o-", label="train loss")
-    if "valid_loss" in history[-1]:
-        loss_ax.plot(epochs, history[:, "valid_loss"], "o-", label="valid loss")
-    loss_ax.set_xlabel("epoch")
-    loss_ax.set_ylabel("loss")
-    loss_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    handles, labels = loss_ax.get_legend_handles_labels()
-    if "valid_acc" in history[-1]:
-        acc_ax = loss_ax.twinx()
-        acc_ax.plot(epochs, history[:, "valid_acc"], "s--", color="tab:green", label="valid acc")
-        acc_ax.set_ylabel("accuracy")
-        acc_ax.set_ylim(0, 1)
-        more_handles, more_labels = acc_ax.get_legend_handles_labels()
-        handles, labels = handles + more_handles, labels + more_labels
-    loss_ax.legend(handles, labels, loc="best")
-    loss_ax.set_title("Fine-tuning learning curves")
-    fig.tight_layout()
-    path = os.fspath(path)
-    with atomic_write(path, "wb", overwrite=True) as handle:
-        fig.savefig(handle, format="png", dpi=100)
-    return path

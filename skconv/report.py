@@ -1,4 +1,4 @@
-"""Evaluation of a fitted classifier: metrics, a Markdown report, a confusion-matrix PNG.
+"""Evaluation of a fitted classifier: metrics, a Markdown report, PNG figures.
 
 The same numbers serve the ``skconv`` command, the benchmarks and a notebook:
 
@@ -10,7 +10,8 @@ The same numbers serve the ``skconv`` command, the benchmarks and a notebook:
 * :func:`evaluate` is both for an estimator and a data set;
 * :func:`format_metrics` (console text), :func:`markdown_report` (``report.md``) and
   :func:`plot_confusion_matrix` (a PNG, drawn without pyplot, so it changes no global
-  matplotlib state and needs no display) present them.
+  matplotlib state and needs no display) present them;
+* :func:`plot_learning_curves` draws a fitted net's losses and accuracy per epoch.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "format_metrics",
     "markdown_report",
     "plot_confusion_matrix",
+    "plot_learning_curves",
     "predict_with_proba",
     "text_table",
 ]
@@ -470,3 +472,63 @@ def plot_confusion_matrix(
         with atomic_write(path, "wb", overwrite=overwrite) as handle:
             figure.savefig(handle, format="png", dpi=120)
     return figure
+
+
+def plot_learning_curves(net, path: str | os.PathLike) -> str:
+    """Save the training and validation loss (and validation accuracy) per epoch as a PNG.
+
+    Parameters
+    ----------
+    net : skorch.NeuralNet
+        A fitted net; its ``history`` is plotted.
+    path : str or path-like
+        Where to write the PNG (written to a temporary file, then renamed).
+
+    Returns
+    -------
+    path : str
+        The path written.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> from skconv import FineTuneClassifier
+    >>> from skconv.report import plot_learning_curves
+    >>> X = np.random.default_rng(0).integers(0, 256, (8, 32, 32), dtype=np.uint8)
+    >>> clf = FineTuneClassifier("resnet18", weights=None, image_size=32, max_epochs=1,
+    ...                          train_split=None).fit(X, [0, 1] * 4)
+    >>> out = plot_learning_curves(clf, os.path.join(tempfile.mkdtemp(), "curves.png"))
+    >>> os.path.exists(out)
+    True
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    from ._io import atomic_write
+
+    history = net.history
+    epochs = history[:, "epoch"]
+    # A bare Figure (no pyplot) changes no global matplotlib state.
+    fig = Figure(figsize=(6, 4))
+    loss_ax = fig.subplots()
+    loss_ax.plot(epochs, history[:, "train_loss"], "o-", label="train loss")
+    if "valid_loss" in history[-1]:
+        loss_ax.plot(epochs, history[:, "valid_loss"], "o-", label="valid loss")
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("loss")
+    loss_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    handles, labels = loss_ax.get_legend_handles_labels()
+    if "valid_acc" in history[-1]:
+        acc_ax = loss_ax.twinx()
+        acc_ax.plot(epochs, history[:, "valid_acc"], "s--", color="tab:green", label="valid acc")
+        acc_ax.set_ylabel("accuracy")
+        acc_ax.set_ylim(0, 1)
+        more_handles, more_labels = acc_ax.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    loss_ax.legend(handles, labels, loc="best")
+    loss_ax.set_title("Fine-tuning learning curves")
+    fig.tight_layout()
+    path = os.fspath(path)
+    with atomic_write(path, "wb", overwrite=True) as handle:
+        fig.savefig(handle, format="png", dpi=100)
+    return path

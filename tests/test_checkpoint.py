@@ -3,6 +3,7 @@ resumes after a kill to the same model as an uninterrupted run (same seed, same 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -22,9 +23,11 @@ from skconv.finetune import EpochCheckpoint
 
 # Augmentation, dropout, shuffling, a head-only epoch, warm-up, cosine decay and early
 # stopping with best-weight restoring all run: each has state a resume must restore.
+# Early stopping ends the run after 3 of the 4 epochs, so "finished" is more than
+# "max_epochs done".
 PARAMS = dict(
-    backbone="mobilenet_v3_small", weights=None, image_size=32, batch_size=8,
-    max_epochs=4, patience=3, random_state=0,
+    backbone="mobilenet_v3_small", weights=None, image_size=32, batch_size=8, lr=0.2,
+    max_epochs=4, patience=1, random_state=0,
 )  # fmt: skip
 
 
@@ -36,12 +39,18 @@ def data():
     return make_ultrasound(n_per_class=8, image_size=40, random_state=0)
 
 
+def rows(history) -> list:
+    """The history without the epochs' durations, which differ from run to run."""
+    return [{key: value for key, value in row.items() if key != "dur"} for row in history]
+
+
 @pytest.fixture(scope="module")
 def reference(data):
     """An uninterrupted run without checkpoints."""
     X, y = data
     clf = FineTuneClassifier(**PARAMS).fit(X, y)
-    return clf.predict_proba(X), clf.history[:, "valid_loss"]
+    assert 2 < len(clf.history) < PARAMS["max_epochs"]  # stopped early, after epoch 3
+    return clf.predict_proba(X), rows(clf.history)
 
 
 class CtrlC(Callback):
@@ -55,21 +64,38 @@ class CtrlC(Callback):
             raise KeyboardInterrupt
 
 
-def test_ctrl_c_then_rerun_resumes_to_the_same_model(tmp_path, data, reference):
+class TrainingBatches(Callback):
+    """Count the training batches run."""
+
+    def initialize(self):
+        self.count = 0
+        return self
+
+    def on_batch_begin(self, net, training=False, **kwargs):
+        self.count += training
+
+
+# After epoch 1 the schedule's next rate differs from its first one; after epoch 2 early
+# stopping has a best score to beat.
+@pytest.mark.parametrize("epoch", [2, 3])
+def test_ctrl_c_then_rerun_resumes_to_the_same_model(tmp_path, data, reference, epoch):
     X, y = data
-    interrupted = FineTuneClassifier(**PARAMS, checkpoint_dir=tmp_path, callbacks=[CtrlC(3)])
+    path = tmp_path / EpochCheckpoint.FILENAME
+    interrupted = FineTuneClassifier(**PARAMS, checkpoint_dir=tmp_path, callbacks=[CtrlC(epoch)])
     interrupted.fit(X, y)  # skorch swallows Ctrl-C and returns a half-trained model ...
-    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    assert not state["finished"] and len(state["history"]) > 0
+    state = torch.load(path, weights_only=True)
+    assert not state["finished"] and json.loads(state["history"])[-1]["epoch"] == epoch - 1
     resumed = FineTuneClassifier(**PARAMS, checkpoint_dir=tmp_path).fit(X, y)  # ... rerun
     np.testing.assert_array_equal(resumed.predict_proba(X), reference[0])
-    assert resumed.history[:, "valid_loss"] == reference[1]
-    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["finished"]
-    # A finished run is restored, not trained again.
-    start = time.perf_counter()
-    again = FineTuneClassifier(**PARAMS, checkpoint_dir=tmp_path).fit(X, y)
+    # The whole history: losses, learning rates, and the best-so-far marks of the scores.
+    assert rows(resumed.history) == reference[1]
+    assert torch.load(path, weights_only=True)["finished"]
+    # A finished run is restored, not trained again, and its file is left as it was.
+    saved, batches = path.read_bytes(), TrainingBatches()
+    again = FineTuneClassifier(**PARAMS, checkpoint_dir=tmp_path, callbacks=[batches]).fit(X, y)
     np.testing.assert_array_equal(again.predict_proba(X), reference[0])
-    assert len(again.history) == len(reference[1]) and time.perf_counter() - start < 30
+    assert rows(again.history) == reference[1] and batches.count == 0
+    assert path.read_bytes() == saved
 
 
 def test_checkpoint_of_another_setup_is_refused_and_kept(tmp_path, data):
@@ -77,13 +103,15 @@ def test_checkpoint_of_another_setup_is_refused_and_kept(tmp_path, data):
     FineTuneClassifier(**{**PARAMS, "max_epochs": 1}, checkpoint_dir=tmp_path).fit(X, y)
     path = tmp_path / EpochCheckpoint.FILENAME
     before = path.read_bytes()
-    for params, X_, y_, what in [
-        ({**PARAMS, "max_epochs": 1, "lr": 0.01}, X, y, "parameter 'lr'"),
-        ({**PARAMS, "max_epochs": 1}, X[::-1], y, "X"),
-        ({**PARAMS, "max_epochs": 1}, X, np.where(y == "normal", "other", y), "classes"),
+    one_epoch = {**PARAMS, "max_epochs": 1}
+    for params, X_, y_, groups, what in [
+        ({**one_epoch, "lr": 0.01}, X, y, None, "parameter 'lr'"),
+        (one_epoch, X[::-1], y, None, "X"),
+        (one_epoch, X, np.where(y == "normal", "other", y), None, "classes"),
+        (one_epoch, X, y, np.arange(len(y)) // 2, "validation split"),
     ]:
         with pytest.raises(ValueError, match=rf"another setup \({what} differ\).*left untouched"):
-            FineTuneClassifier(**params, checkpoint_dir=tmp_path).fit(X_, y_)
+            FineTuneClassifier(**params, checkpoint_dir=tmp_path).fit(X_, y_, groups=groups)
     assert path.read_bytes() == before
 
 
@@ -102,6 +130,9 @@ def test_corrupt_or_armed_checkpoint_is_refused(tmp_path, data):
     with pytest.raises(ValueError, match=r"Cannot read the checkpoint .*checkpoint\.pt"):
         FineTuneClassifier(**PARAMS, checkpoint_dir=tmp_path).fit(X, y)
     assert path.read_bytes() == b"half a checkpoint"
+    torch.save({"format": "something-else"}, path)
+    with pytest.raises(ValueError, match="not a checkpoint this version of skconv can resume"):
+        FineTuneClassifier(**PARAMS, checkpoint_dir=tmp_path).fit(X, y)
     marker = tmp_path / "code_ran"
     torch.save({"format": "skconv-checkpoint-1", "module": Payload(marker)}, path)
     with pytest.raises(ValueError, match="Weights only load failed"):

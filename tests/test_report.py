@@ -16,6 +16,7 @@ from skconv.report import (
     format_metrics,
     markdown_report,
     plot_confusion_matrix,
+    plot_learning_curves,
     predict_with_proba,
     text_table,
 )
@@ -197,3 +198,40 @@ def test_plot_confusion_matrix_writes_a_png_and_leaves_no_open_figure(tmp_path):
 def test_plot_confusion_matrix_checks_the_shape():
     with pytest.raises(ValueError, match=r"one row per label \(3\), got shape \(2, 2\)"):
         plot_confusion_matrix([[1, 0], [0, 1]], ["a", "b", "c"])
+
+
+# -- plot_learning_curves ----------------------------------------------------------------
+
+
+def history_of(rows):
+    from skorch.history import History
+
+    history = History()
+    for epoch, row in enumerate(rows, start=1):
+        history.new_epoch()
+        history.record("epoch", epoch)
+        for key, value in row.items():
+            history.record(key, value)
+    return history
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [{"train_loss": 1.0, "valid_loss": 1.1, "valid_acc": 0.4}] * 2
+        + [{"train_loss": 0.5, "valid_loss": 0.9, "valid_acc": 0.7}],
+        [{"train_loss": 1.0}, {"train_loss": 0.6}],  # train_split=None: no validation
+    ],
+    ids=["with_validation", "train_only"],
+)
+def test_plot_learning_curves_writes_a_png_from_the_history(tmp_path, rows):
+    from types import SimpleNamespace
+
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
+    path = plot_learning_curves(SimpleNamespace(history=history_of(rows)), tmp_path / "c.png")
+    assert path == str(tmp_path / "c.png") and plt.get_fignums() == before
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size[0] > 100
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.png"]

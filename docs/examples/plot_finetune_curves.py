@@ -11,8 +11,8 @@ from skorch.helper import predefined_split
 
 from skconv import FineTuneClassifier
 from skconv.datasets import make_ultrasound
-from skconv.finetune import plot_learning_curves
 from skconv.model_selection import train_val_test_split
+from skconv.report import plot_learning_curves
 
 out = os.environ.get("SKCONV_EXAMPLES_OUT", ".")
 X, y = make_ultrasound(n_per_class=30, image_size=64, random_state=0)

@@ -448,6 +448,6 @@ def _save(out: Path, model, mode: str, metrics: dict, report: str, test: dict) -
             title=f"Test part ({test['n_samples']} images)",
         )
         if mode == "finetune":
-            from .finetune import plot_learning_curves
+            from .report import plot_learning_curves
 
             plot_learning_curves(model, staging / "learning_curves.png")

@@ -122,10 +122,9 @@ def _build(estimator):
 
 def _pipeline_graph(pipeline):
     import onnx
-    from sklearn.pipeline import Pipeline
     from sklearn.utils.validation import check_is_fitted
 
-    from ._inference import _export_features
+    from ._inference import TorchEngine, _export_features
     from .features import ConvFeatureTransformer
 
     steps = [(n, s) for n, s in pipeline.steps if s is not None and s != "passthrough"]
@@ -144,29 +143,8 @@ def _pipeline_graph(pipeline):
             f"export_onnx needs a classifier as the Pipeline's last step; {head_name!r} is a "
             f"{type(head).__name__}."
         )
-    stages = features._stages()
-    feature_bytes = _export_features(
-        features._engine.get().model.net
-        if features._engine.get().kind == "torch"
-        else _folded_net(features),
-        stages,
-        features.pooling,
-        features.tta,
-        features.preprocessing_,
-    )
-    feature_graph = onnx.load_from_string(feature_bytes)
-    head_graph, scores = _sklearn_graph(Pipeline(rest), head, features.n_features_out_)
-    model = _joined(feature_graph, head_graph, "features", scores)
-    classes = head.classes_
-    _describe(model, estimator=pipeline, classes=classes, preprocessing=features.preprocessing_)
-    _verify(model, _pipeline_reference(pipeline, features, rest), features.preprocessing_, scores)
-    return model
-
-
-def _folded_net(features):
-    """The torch network the ONNX Runtime engine was exported from (batch norms folded)."""
-    from ._inference import TorchEngine
-
+    # The network as the torch engine runs it (batch norms folded); the same copy serves
+    # as the reference the exported graph is checked against.
     engine = TorchEngine(
         features.module_,
         features._stages(),
@@ -175,50 +153,108 @@ def _folded_net(features):
         features.preprocessing_,
         features.device_,
     )
-    return engine.model.net
+    feature_bytes = _export_features(
+        engine.model.net,
+        features._stages(),
+        features.pooling,
+        features.tta,
+        features.preprocessing_,
+    )
+    head_graphs, scores = _sklearn_graphs(rest, features.n_features_out_)
+    model = _chained([onnx.load_from_string(feature_bytes), *head_graphs], scores)
+    if scores == "scores" and len(head.classes_) == 2:
+        _set_width(model, scores, 1)  # a binary decision function: one column, not two
+    classes = head.classes_
+    _describe(model, estimator=pipeline, classes=classes, preprocessing=features.preprocessing_)
+    _verify(model, _pipeline_reference(engine, features, rest), features.preprocessing_, scores)
+    return model
 
 
-def _sklearn_graph(rest, head, n_features: int):
-    """skl2onnx's graph of the steps after the features: ``features`` in, label and scores out."""
+def _sklearn_graphs(rest: list, n_features: int) -> tuple[list, str]:
+    """skl2onnx's graphs of the steps after the features, each fed by the one before.
+
+    The transformers (scaler, PCA, ...) become one graph from ``features`` to
+    ``transformed``, the classifier another from there to ``label`` and its scores:
+    skl2onnx converts a Pipeline that ends in a classifier without probabilities
+    (LinearSVC) only when the classifier stands alone.
+    """
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.pipeline import Pipeline
 
-    scores = "probabilities" if hasattr(head, "predict_proba") else "scores"
-    options = {id(head): {"zipmap": False}} if scores == "probabilities" else None
+    *transformers, (_, head) = rest
+    graphs, link, width = [], "features", n_features
     try:
-        model = to_onnx(
-            rest,
-            initial_types=[("features", FloatTensorType([None, n_features]))],
-            options=options,
-            target_opset=OPSETS,
-        )
+        if transformers:
+            middle = Pipeline(transformers)
+            graph = to_onnx(
+                middle,
+                initial_types=[(link, FloatTensorType([None, width]))],
+                target_opset=OPSETS,
+            )
+            _rename_output(graph, graph.graph.output[0].name, "transformed")
+            graphs.append(graph)
+            link = "transformed"
+            width = middle.transform(np.zeros((1, width), dtype=np.float32)).shape[1]
+        initial_types = [(link, FloatTensorType([None, width]))]
+        try:
+            # Probabilities as a plain tensor (not skl2onnx's list of maps)...
+            graph = to_onnx(
+                head,
+                initial_types=initial_types,
+                options={id(head): {"zipmap": False}},
+                target_opset=OPSETS,
+            )
+        except NameError as exc:  # a converter that has no such option
+            if "zipmap" not in str(exc):
+                raise
+            graph = to_onnx(head, initial_types=initial_types, target_opset=OPSETS)
+        # skl2onnx names the second output "probabilities" even where it holds a
+        # decision function (LinearSVC, RidgeClassifier): say what it is.
+        scores = "probabilities" if hasattr(head, "predict_proba") else "scores"
+        _rename_output(graph, "probabilities", scores)
     except Exception as exc:  # skl2onnx raises many types; each names the step it met
-        names = ", ".join(f"{n!r} ({type(s).__name__})" for n, s in rest.steps)
+        names = ", ".join(f"{n!r} ({type(s).__name__})" for n, s in rest)
         raise ValueError(
             f"export_onnx cannot convert the steps after the features, {names}, with "
             f"skl2onnx: {type(exc).__name__}: {exc}"
         ) from exc
-    return model, scores
+    graphs.append(graph)
+    return graphs, scores
 
 
-def _joined(first, second, link: str, scores: str):
-    """One model: ``first``'s output ``link`` feeds ``second``; outputs label and scores."""
+def _chained(graphs: list, scores: str):
+    """One model from graphs that feed each other by name; outputs label and scores."""
     import onnx
     from onnx import compose
 
-    opsets = {d.domain: d.version for d in [*first.opset_import, *second.opset_import]}
-    for model in (first, second):
-        model.ir_version = _IR_VERSION
-        del model.opset_import[:]
-        model.opset_import.extend(onnx.helper.make_opsetid(d, v) for d, v in opsets.items())
-    first = compose.add_prefix(first, "features/", rename_inputs=False, rename_outputs=False)
-    second = compose.add_prefix(second, "head/", rename_inputs=False, rename_outputs=False)
-    merged = compose.merge_models(
-        first, second, io_map=[(link, link)], outputs=["label", "probabilities"]
-    )
-    if scores != "probabilities":
-        _rename_output(merged, "probabilities", scores)
+    opsets: dict = {}
+    for graph in graphs:
+        for entry in graph.opset_import:
+            opsets[entry.domain] = max(entry.version, opsets.get(entry.domain, 0))
+    prepared = []
+    for k, graph in enumerate(graphs):
+        graph.ir_version = _IR_VERSION
+        del graph.opset_import[:]
+        graph.opset_import.extend(onnx.helper.make_opsetid(d, v) for d, v in opsets.items())
+        prepared.append(
+            compose.add_prefix(graph, f"part{k}/", rename_inputs=False, rename_outputs=False)
+        )
+    merged = prepared[0]
+    for graph in prepared[1:]:
+        wanted = {i.name for i in graph.graph.input}
+        links = [(o.name, o.name) for o in merged.graph.output if o.name in wanted]
+        merged = compose.merge_models(merged, graph, io_map=links)
+    outputs = [o for o in merged.graph.output if o.name in ("label", scores)]
+    del merged.graph.output[:]
+    merged.graph.output.extend(outputs)
     return merged
+
+
+def _set_width(model, output: str, width: int) -> None:
+    for value in model.graph.output:
+        if value.name == output:
+            value.type.tensor_type.shape.dim[1].dim_value = width
 
 
 def _rename_output(model, old: str, new: str) -> None:
@@ -299,20 +335,9 @@ def _finetuned_graph(net):
 # --------------------------------------------------------------------------- checking
 
 
-def _pipeline_reference(pipeline, features, rest):
+def _pipeline_reference(engine, features, rest):
     """What the fitted pipeline predicts for crop-sized pixels, computed in torch."""
     import torch
-
-    from ._inference import TorchEngine
-
-    engine = TorchEngine(
-        features.module_,
-        features._stages(),
-        features.pooling,
-        features.tta,
-        features.preprocessing_,
-        features.device_,
-    )
     from sklearn.pipeline import Pipeline
 
     rest = Pipeline(rest)
@@ -320,12 +345,10 @@ def _pipeline_reference(pipeline, features, rest):
     def predict(pixels: np.ndarray):
         floats = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0
         X = engine(features.preprocessing_.normalize(floats))
-        scores = rest.predict_proba(X) if hasattr(rest, "predict_proba") else None
-        if scores is None:
-            scores = rest.decision_function(X)
-            if scores.ndim == 1:
-                scores = np.column_stack([-scores, scores])
-        return rest.predict(X), scores
+        if hasattr(rest, "predict_proba"):
+            return rest.predict(X), rest.predict_proba(X)
+        scores = rest.decision_function(X)
+        return rest.predict(X), scores if scores.ndim == 2 else scores[:, None]
 
     return predict
 
@@ -335,8 +358,14 @@ def _finetuned_reference(net):
 
     def predict(pixels: np.ndarray):
         floats = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0
-        batch = net.preprocessing_.normalize(floats)
-        proba = torch.softmax(torch.as_tensor(net.infer_logits(batch)), dim=1).numpy()
+        batch = net.preprocessing_.normalize(floats).to(net.device)
+        was_training = net.module_.training
+        net.module_.eval()
+        try:
+            with torch.no_grad():
+                proba = torch.softmax(net.infer(batch), dim=1).cpu().numpy()
+        finally:
+            net.module_.train(was_training)
         return net.classes_[proba.argmax(axis=1)], proba
 
     return predict
@@ -351,8 +380,6 @@ def _verify(model, reference, preprocessing: Preprocessing, scores: str, atol: f
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     labels, values = session.run(["label", scores], {"image": pixels})
     want_labels, want_values = reference(pixels)
-    if values.shape != np.shape(want_values) and np.shape(want_values)[1] == 2:
-        values = np.column_stack([-values[:, 0], values[:, 0]])  # a binary decision function
     gap = float(np.abs(values - want_values).max())
     if not np.array_equal(np.asarray(labels), np.asarray(want_labels)) or gap > atol:
         raise ValueError(
@@ -525,8 +552,11 @@ class OnnxClassifier:
         Returns
         -------
         scores : ndarray of shape (n_images, n_classes) or (n_images,)
+            One column per class, or one value per image for a binary head's
+            decision function, as scikit-learn gives it.
         """
-        return self._run(X)[1]
+        scores = self._run(X)[1]
+        return scores[:, 0] if scores.shape[1] == 1 else scores
 
     def __getattr__(self, name: str) -> Any:  # pragma: no cover - attribute errors only
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")

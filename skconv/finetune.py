@@ -40,6 +40,7 @@ from skorch.history import History
 from torch import nn
 
 from . import zoo
+from ._inference import mean_of_views, mirror_views
 from .images import Preprocessing, check_images, load_image
 from .pooling import pool_features
 
@@ -87,9 +88,7 @@ class FineTuneNet(nn.Module):
         dropout: float = 0.2,
     ):
         super().__init__()
-        loaded = zoo.load_backbone(backbone, weights)
-        loaded.module.classifier = None  # the ImageNet head is not trained, so not kept
-        loaded.module.pool = None
+        loaded = zoo.load_backbone(backbone, weights)  # without the ImageNet classifier
         self.backbone = loaded.module
         self.preprocessing = loaded.preprocessing
         self.backbone_identity = loaded.identity
@@ -977,11 +976,12 @@ class FineTuneClassifier(NeuralNetClassifier):
     def infer(self, x, groups=None, **fit_params):
         # skorch hands fit's parameters to both the split and the module's forward;
         # groups are for the split alone.
-        logits = super().infer(x, **fit_params)
-        if self.tta and not self.module_.training:
-            mirrored = torch.flip(x, dims=[3]) if torch.is_tensor(x) else x
-            logits = 0.5 * (logits + super().infer(mirrored, **fit_params))
-        return logits.float()
+        if not (self.tta and not self.module_.training and torch.is_tensor(x)):
+            return super().infer(x, **fit_params).float()
+        views = mirror_views(x, tta=True)  # predictions average the image and its mirror
+        return mean_of_views(
+            [super(FineTuneClassifier, self).infer(v, **fit_params) for v in views]
+        ).float()
 
     # ------------------------------------------------------------------ predicting
 

@@ -6,6 +6,7 @@ Verbs (``skconv VERB --help`` describes each)::
     skconv fit DATA             fit a classifier, evaluate it, save model and report
     skconv predict MODEL IMAGES classes and probabilities of image files
     skconv explain MODEL IMAGES heat maps of where the model looked, one PNG per image
+    skconv export MODEL OUT     the model as one ONNX file, which predicts without torch
     skconv backbones            the model zoo
     skconv demo                 the whole flow on a synthetic set, offline, in seconds
 
@@ -32,12 +33,12 @@ import warnings
 from typing import Sequence
 
 from .. import __version__
-from . import backbones, demo, explain, fit, predict, split
+from . import backbones, demo, explain, export, fit, predict, split
 from ._common import PROG, Parser, UsageError, close_progress_bars, fail, show_warning
 
 __all__ = ["main", "build_parser", "UsageError"]
 
-VERBS = (split, fit, predict, explain, backbones, demo)  # in the order --help lists them
+VERBS = (split, fit, predict, explain, export, backbones, demo)  # in the order --help lists them
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         return fail(
             UsageError(
-                f"choose a verb: split, fit, predict, explain, backbones or demo "
+                f"choose a verb: split, fit, predict, explain, export, backbones or demo "
                 f"(see '{PROG} --help')"
             ),
             2,

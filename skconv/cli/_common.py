@@ -195,6 +195,18 @@ def model_file(model: str) -> Path:
 
 
 def load_model(path: Path):
+    """A fitted classifier from ``model.joblib``, or an exported ``.onnx`` file.
+
+    An ONNX file is run by :class:`skconv.export.OnnxClassifier`, which imports neither
+    torch nor skorch: a deployed model needs onnxruntime, NumPy and Pillow only.
+    """
+    if path.suffix.lower() == ".onnx":
+        from ..export import OnnxClassifier
+
+        try:
+            return OnnxClassifier(path)
+        except ValueError as exc:
+            raise ValueError(f"Cannot load MODEL {os.fspath(path)!r}: {one_line(exc)}") from exc
     import joblib
 
     try:

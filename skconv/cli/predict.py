@@ -18,13 +18,15 @@ def register(verbs, parents) -> None:
         parents=parents,
         help="predict the class of image files",
         description="Print the predicted class and the probability of each class for each "
-        "image. Only load models you trust: a .joblib file can run code when "
-        "loaded.",
+        "image. MODEL is a model.joblib written by 'skconv fit', or an .onnx file written by "
+        "'skconv export', which needs neither torch nor skorch. Only load .joblib models you "
+        "trust: a .joblib file can run code when loaded.",
     )
     p.add_argument(
         "model",
         metavar="MODEL",
-        help="model.joblib written by 'skconv fit' (or the folder holding it)",
+        help="model.joblib written by 'skconv fit' (or the folder holding it), or a .onnx "
+        "file written by 'skconv export'",
     )
     p.add_argument(
         "images",

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.skconv-installed
 # Tests never wait on a hub: timm/huggingface would otherwise retry for a minute.
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install test lint demo docs clean
+.PHONY: install test test-floor lint demo docs clean
 
 install: $(STAMP)
 
@@ -22,6 +22,26 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+# The lowest versions pyproject.toml declares for the libraries whose APIs skconv leans on
+# (scikit-learn's tags and validation, skorch's training loop, timm's models), installed
+# without their dependencies beside .venv and put first on the path; the rest of .venv
+# stays as it is. The part of the suite that exercises those APIs runs against them.
+FLOOR := $(VENV)/floor
+FLOOR_PACKAGES := scikit-learn skorch timm
+FLOOR_TESTS := tests/test_features.py tests/test_finetune.py tests/test_checkpoint.py \
+	tests/test_zoo.py tests/test_model_selection.py tests/test_export.py
+
+test-floor: $(STAMP)
+	rm -rf $(FLOOR)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --target $(FLOOR) \
+		$$($(BIN)/python -c "import re; text = open('pyproject.toml').read(); \
+		print(' '.join(f'{p}=={v}' for p in '$(FLOOR_PACKAGES)'.split() \
+		for v in re.findall(rf'\"{p}>=([0-9.]+)', text)))")
+	PYTHONPATH=$(FLOOR) $(BIN)/python -c "import sklearn, skorch, timm; \
+		print('floors:', 'scikit-learn', sklearn.__version__, 'skorch', skorch.__version__, \
+		'timm', timm.__version__)"
+	PYTHONPATH=$(FLOOR) $(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" $(FLOOR_TESTS)
 
 demo: $(STAMP)
 	$(BIN)/skconv demo

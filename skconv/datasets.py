@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 from scipy.special import expit
 from sklearn.utils import Bunch, check_random_state
+from sklearn.utils._param_validation import Interval, validate_params
 
 from ._io import atomic_dir
 from .images import ImageLoadError, load_image
@@ -399,15 +400,14 @@ def _ultrasound_image(rng, kind: str, size: int) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def _check_positive_int(value, name: str, low: int) -> None:
-    if (
-        isinstance(value, (bool, np.bool_))
-        or not isinstance(value, numbers.Integral)
-        or value < low
-    ):
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
-
-
+@validate_params(
+    {
+        "n_per_class": [Interval(numbers.Integral, 1, None, closed="left")],
+        "image_size": [Interval(numbers.Integral, 16, None, closed="left")],
+        "random_state": ["random_state"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def make_ultrasound(n_per_class: int = 20, image_size: int = 64, random_state=None):
     """Make synthetic grayscale images that look like breast ultrasound.
 
@@ -445,8 +445,6 @@ def make_ultrasound(n_per_class: int = 20, image_size: int = 64, random_state=No
     >>> sorted(set(y.tolist()))
     ['benign', 'malignant', 'normal']
     """
-    _check_positive_int(n_per_class, "n_per_class", 1)
-    _check_positive_int(image_size, "image_size", 16)
     rng = check_random_state(random_state)
     y = np.repeat(np.array(ULTRASOUND_CLASSES), n_per_class)
     X = np.stack([_ultrasound_image(rng, kind, image_size) for kind in y])

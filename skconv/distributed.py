@@ -25,10 +25,17 @@ import pickle
 import threading
 import uuid
 from collections import OrderedDict
+from numbers import Integral
 from typing import Any
 
 import numpy as np
 import torch
+from sklearn.utils._param_validation import (
+    Interval,
+    StrOptions,
+    validate_parameter_constraints,
+    validate_params,
+)
 from sklearn.utils.validation import check_is_fitted
 
 
@@ -97,8 +104,12 @@ class TorchThreads(WorkerPlugin):
     name = "skconv-torch-threads"  # one per cluster: registering again replaces it
 
     def __init__(self, threads: int = 1):
-        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-            raise ValueError(f"threads must be an integer >= 1, got {threads!r}.")
+        # A plugin is configured once, when built: its check cannot wait for a fit.
+        validate_parameter_constraints(
+            {"threads": [Interval(Integral, 1, None, closed="left")]},
+            {"threads": threads},
+            caller_name="TorchThreads",
+        )
         self.threads = int(threads)
 
     def setup(self, worker) -> None:
@@ -303,6 +314,17 @@ def _apply(block: np.ndarray, estimator, method: str, tail: tuple, dtype) -> np.
     return np.asarray(getattr(estimator, method)(block), dtype=dtype)
 
 
+@validate_params(
+    {
+        "estimator": "no_validation",
+        "X": "no_validation",
+        "method": [StrOptions(set(_METHODS))],
+        "client": "no_validation",
+        "chunk_size": [Interval(Integral, 1, None, closed="left")],
+        "n_features": [Interval(Integral, 1, None, closed="left"), None],
+    },
+    prefer_skip_nested_validation=True,
+)
 def transform_blockwise(
     estimator,
     X,
@@ -398,14 +420,6 @@ def transform_blockwise(
     >>> bag = db.from_sequence(shared_paths, partition_size=512)  # doctest: +SKIP
     >>> features = transform_blockwise(t, bag).compute()  # doctest: +SKIP
     """
-    if method not in _METHODS:
-        raise ValueError(f"method must be one of {', '.join(_METHODS)}; got {method!r}.")
-    if (
-        isinstance(chunk_size, bool)
-        or not isinstance(chunk_size, (int, np.integer))
-        or (chunk_size < 1)
-    ):
-        raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}.")
     paths = _as_path_array(X, int(chunk_size))
 
     tail, dtype = _output_spec(estimator, method, n_features)

@@ -183,7 +183,7 @@ def test_predict_proba_of_a_pipeline(client, images, fitted):
 def test_input_errors(client, images, fitted):
     paths, _ = images
     transformer, _ = fitted
-    with pytest.raises(ValueError, match="method must be one of"):
+    with pytest.raises(ValueError, match="'method' parameter of transform_blockwise"):
         transform_blockwise(transformer, paths, method="fit")
     with pytest.raises(ValueError, match="1-D Dask array"):
         transform_blockwise(transformer, da.from_array(paths.reshape(20, 10), chunks=5))
@@ -193,7 +193,7 @@ def test_input_errors(client, images, fitted):
         transform_blockwise(Pipeline([("f", transformer), ("s", _Slow())]), paths)
     with pytest.raises(NotFittedError):
         transform_blockwise(ConvFeatureTransformer(**SMALL), paths)
-    with pytest.raises(ValueError, match="threads must be an integer"):
+    with pytest.raises(ValueError, match=r"'threads' parameter of TorchThreads.*\[1, inf\)"):
         TorchThreads(0)
 
 

@@ -27,6 +27,7 @@ MODULES = [
     "skconv.pooling",
     "skconv.report",
     "skconv.explain",
+    "skconv.export",
     "skconv.persistence",
     "skconv.distributed",
 ]

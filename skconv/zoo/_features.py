@@ -74,6 +74,20 @@ def stage_dims(module: nn.Module, stages: Sequence[str], image_size: int) -> lis
     computes shapes only) and leaves the module's mode as it was. Token maps
     ``(n, tokens, c)`` of transformer-like stages carry their channels last.
 
+    Parameters
+    ----------
+    module : torch.nn.Module
+        A feature network ``module(x, stages) -> list of maps``.
+    stages : sequence of str
+        The stages to measure.
+    image_size : int
+        Side of the blank square image.
+
+    Returns
+    -------
+    dims : list of int
+        One channel count per stage.
+
     Examples
     --------
     >>> from skconv.zoo import load_backbone, stage_dims

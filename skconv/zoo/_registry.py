@@ -106,6 +106,16 @@ def is_timm_name(name: str) -> bool:
 def check_backbone_name(name: Any) -> str:
     """Return ``name`` if skconv can build it; else a ValueError suggesting close names.
 
+    Parameters
+    ----------
+    name : str
+        A packaged name, a torchvision model name or ``"timm/<name>"``.
+
+    Returns
+    -------
+    name : str
+        The same name.
+
     Examples
     --------
     >>> from skconv.zoo import check_backbone_name
@@ -141,7 +151,27 @@ def check_backbone_name(name: Any) -> str:
 
 @dataclass(frozen=True)
 class BackboneInfo:
-    """One row of :func:`list_backbones`."""
+    """One row of :func:`list_backbones`.
+
+    Parameters
+    ----------
+    name : str
+        The backbone name, as ``load_backbone`` takes it.
+    source : {"packaged", "torchvision", "timm"}
+        Where the architecture and its weights come from.
+    weights : str
+        The default weights.
+    available_offline : bool
+        Whether the weights are packaged or already in the local cache.
+    description : str
+        One line about the entry.
+
+    Examples
+    --------
+    >>> from skconv.zoo import list_backbones
+    >>> list_backbones("efficientnet_lite0")[0].available_offline
+    True
+    """
 
     name: str
     source: str

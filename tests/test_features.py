@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import subprocess
 import sys
@@ -332,6 +333,8 @@ def test_busi_pipeline_fits_and_round_trips_in_fresh_process(busi_small, tmp_pat
         "HF_HUB_OFFLINE": "1",
         "CUDA_VISIBLE_DEVICES": "",
         "PATH": "/usr/bin:/bin",
+        # the libraries this process runs on (make test-floor puts older ones there)
+        **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
     }
     subprocess.run(
         [

@@ -258,7 +258,9 @@ def test_joblib_round_trip_in_fresh_process(synthetic, tmp_path):
         ],
         check=True,
         timeout=120,
-        env={"CUDA_VISIBLE_DEVICES": "", "PATH": "/usr/bin:/bin"},
+        # PYTHONPATH kept: the fresh process must import the libraries this one runs on
+        # (make test-floor puts the lowest declared versions there).
+        env={"CUDA_VISIBLE_DEVICES": "", "PATH": "/usr/bin:/bin", **_pythonpath()},
     )
     np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), clf.predict_proba(X))
 
@@ -268,3 +270,9 @@ def test_verbose_prints_the_epoch_table(synthetic, capsys):
     FineTuneClassifier(**TINY, max_epochs=1, verbose=1).fit(X, y)
     out = capsys.readouterr().out
     assert "train_loss" in out and "valid_acc" in out
+
+
+def _pythonpath() -> dict:
+    import os
+
+    return {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}

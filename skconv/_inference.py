@@ -26,6 +26,7 @@ import copy
 import io
 import threading
 import warnings
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -37,6 +38,7 @@ from .pooling import pool_features
 
 __all__ = [
     "ENGINES",
+    "FeatureSpec",
     "LazyEngine",
     "OnnxEngine",
     "TorchEngine",
@@ -284,6 +286,28 @@ def fold_batch_norms(
 # --------------------------------------------------------------------------- the computation
 
 
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What a fitted feature network computes, whichever engine runs it.
+
+    Parameters
+    ----------
+    stages : tuple of str
+        Stages whose pooled maps are concatenated.
+    pooling : str
+        As :func:`skconv.pooling.pool_features` takes it.
+    tta : bool
+        Average the features of the image and of its mirror.
+    preprocessing : Preprocessing
+        The input the network takes.
+    """
+
+    stages: tuple
+    pooling: str
+    tta: bool
+    preprocessing: Preprocessing
+
+
 class PooledFeatures(nn.Module):
     """Normalised batch -> pooled features: stages, pooling and mirroring in one module.
 
@@ -291,20 +315,16 @@ class PooledFeatures(nn.Module):
     ----------
     net : torch.nn.Module
         A feature network ``net(x, stages) -> list of maps``.
-    stages : sequence of str
-        Stages whose pooled maps are concatenated.
-    pooling : str
-        As :func:`skconv.pooling.pool_features` takes it.
-    tta : bool
-        Average the features of the batch and of its mirror.
+    spec : FeatureSpec
+        The stages, pooling and mirroring.
     """
 
-    def __init__(self, net: nn.Module, stages: Sequence[str], pooling: str, tta: bool):
+    def __init__(self, net: nn.Module, spec: FeatureSpec):
         super().__init__()
         self.net = net
-        self.stages = list(stages)
-        self.pooling = pooling
-        self.tta = tta
+        self.stages = list(spec.stages)
+        self.pooling = spec.pooling
+        self.tta = spec.tta
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return mean_of_views([self._pooled(view) for view in mirror_views(x, self.tta)])
@@ -372,10 +392,8 @@ class TorchEngine:
     ----------
     module : torch.nn.Module
         The feature network as loaded, on its device, in eval mode.
-    stages, pooling, tta
-        As :class:`PooledFeatures` takes them.
-    preprocessing : Preprocessing
-        The input the network takes.
+    spec : FeatureSpec
+        What to compute.
     device : torch.device
         Where ``module`` lives.
     compile : bool, default=False
@@ -386,24 +404,17 @@ class TorchEngine:
     pixels = "normalized"
 
     def __init__(
-        self,
-        module: nn.Module,
-        stages: Sequence[str],
-        pooling: str,
-        tta: bool,
-        preprocessing: Preprocessing,
-        device: torch.device,
-        compile: bool = False,
+        self, module: nn.Module, spec: FeatureSpec, device: torch.device, compile: bool = False
     ):
         self.device = device
-        self.preprocessing = preprocessing
-        size = preprocessing.image_size
+        self.preprocessing = spec.preprocessing
+        size = spec.preprocessing.image_size
         example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
         example = example.to(device)
         if device.type in ("cpu", "cuda"):
             example = example.contiguous(memory_format=torch.channels_last)
-        folded, _ = fold_batch_norms(module, example, stages)
-        self.model = PooledFeatures(folded, stages, pooling, tta).eval()
+        folded, _ = fold_batch_norms(module, example, spec.stages)
+        self.model = PooledFeatures(folded, spec).eval()
         self.compiled = torch.compile(self.model, dynamic=False) if compile else None
         self._compile_lock = threading.Lock()
 
@@ -480,11 +491,10 @@ class OnnxEngine:
         return self.session.run(["features"], {"image": np.ascontiguousarray(batch)})[0]
 
 
-def _export_features(
-    module: nn.Module, stages, pooling: str, tta: bool, preprocessing: Preprocessing
-) -> bytes:
-    size = preprocessing.image_size
-    model = FromPixels(PooledFeatures(module, stages, pooling, tta), preprocessing).eval()
+def export_features(module: nn.Module, spec: FeatureSpec) -> bytes:
+    """The pooled-feature computation as ONNX: uint8 pixels ``"image"`` in, ``"features"`` out."""
+    size = spec.preprocessing.image_size
+    model = FromPixels(PooledFeatures(module, spec), spec.preprocessing).eval()
     example = torch.zeros((2, size, size, 3), dtype=torch.uint8)
     return export_onnx_bytes(model, example, "image", ["features"])
 
@@ -492,11 +502,8 @@ def _export_features(
 def build_engine(
     kind: str,
     module: nn.Module,
+    spec: FeatureSpec,
     *,
-    stages: Sequence[str],
-    pooling: str,
-    tta: bool,
-    preprocessing: Preprocessing,
     device: torch.device,
     compile: bool = False,
     backbone: str = "",
@@ -512,8 +519,12 @@ def build_engine(
         devices and with ``compile``. ``"onnxruntime"`` raises instead of falling back.
     module : torch.nn.Module
         The feature network as loaded (on ``device``, eval mode).
-    stages, pooling, tta, preprocessing, device, compile
-        What to compute and where.
+    spec : FeatureSpec
+        What to compute.
+    device : torch.device
+        Where ``module`` lives.
+    compile : bool, default=False
+        Compile the torch engine (and so use it).
     backbone : str, default=""
         The backbone's name, for messages.
 
@@ -528,9 +539,7 @@ def build_engine(
         export, or the exported graph does not match torch; the message names the
         backbone.
     """
-    torch_engine = TorchEngine(
-        module, stages, pooling, tta, preprocessing, device, compile=compile
-    )
+    torch_engine = TorchEngine(module, spec, device, compile=compile)
     if kind == "torch" or (kind == "auto" and (device.type != "cpu" or compile)):
         return torch_engine
     what = f"backbone {backbone!r}" if backbone else "this backbone"
@@ -541,11 +550,11 @@ def build_engine(
         )
     try:
         engine = OnnxEngine(
-            _export_features(torch_engine.model.net, stages, pooling, tta, preprocessing),
-            preprocessing,
+            export_features(torch_engine.model.net, spec),
+            spec.preprocessing,
             n_threads=torch.get_num_threads(),
         )
-        mismatch = _probe_mismatch(torch_engine, engine, preprocessing)
+        mismatch = _probe_mismatch(torch_engine, engine, spec.preprocessing)
     except Exception as exc:  # any exporter or runtime failure means "not this engine"
         reason = f"it does not export to ONNX ({type(exc).__name__}: {exc})"
     else:

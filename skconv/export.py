@@ -124,7 +124,7 @@ def _pipeline_graph(pipeline):
     import onnx
     from sklearn.utils.validation import check_is_fitted
 
-    from ._inference import TorchEngine, _export_features
+    from ._inference import TorchEngine, export_features
     from .features import ConvFeatureTransformer
 
     steps = [(n, s) for n, s in pipeline.steps if s is not None and s != "passthrough"]
@@ -145,21 +145,9 @@ def _pipeline_graph(pipeline):
         )
     # The network as the torch engine runs it (batch norms folded); the same copy serves
     # as the reference the exported graph is checked against.
-    engine = TorchEngine(
-        features.module_,
-        features._stages(),
-        features.pooling,
-        features.tta,
-        features.preprocessing_,
-        features.device_,
-    )
-    feature_bytes = _export_features(
-        engine.model.net,
-        features._stages(),
-        features.pooling,
-        features.tta,
-        features.preprocessing_,
-    )
+    spec = features._spec()
+    engine = TorchEngine(features.module_, spec, features.device_)
+    feature_bytes = export_features(engine.model.net, spec)
     head_graphs, scores = _sklearn_graphs(rest, features.n_features_out_)
     model = _chained([onnx.load_from_string(feature_bytes), *head_graphs], scores)
     if scores == "scores" and len(head.classes_) == 2:

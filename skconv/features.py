@@ -18,7 +18,15 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import zoo
 from ._cache import FeatureCache
-from ._inference import ENGINES, LazyEngine, build_engine, extract, prepare_module, resolve_device
+from ._inference import (
+    ENGINES,
+    FeatureSpec,
+    LazyEngine,
+    build_engine,
+    extract,
+    prepare_module,
+    resolve_device,
+)
 from .images import check_images
 from .pooling import POOLINGS
 
@@ -249,18 +257,18 @@ class ConvFeatureTransformer(TransformerMixin, BaseEstimator):
         return build_engine(
             params["engine"],
             self.module_,
-            stages=self._stages_as_fitted(),
-            pooling=params["pooling"],
-            tta=params["tta"],
-            preprocessing=self.preprocessing_,
+            self._spec(),
             device=self.device_,
             compile=params["compile"],
             backbone=self.backbone_["name"],
         )
 
-    def _stages_as_fitted(self) -> list[str]:
-        layers = self._fitted_params["layers"]
-        return [zoo.FINAL_STAGE] if layers is None else list(layers)
+    def _spec(self) -> FeatureSpec:
+        """What the fitted transformer computes: stages, pooling, mirroring, input."""
+        params = self._fitted_params
+        layers = params["layers"]
+        stages = (zoo.FINAL_STAGE,) if layers is None else tuple(layers)
+        return FeatureSpec(stages, params["pooling"], bool(params["tta"]), self.preprocessing_)
 
     def _check_configuration(self) -> None:
         changed = [
@@ -328,16 +336,16 @@ class ConvFeatureTransformer(TransformerMixin, BaseEstimator):
         return out
 
     def _cache_config(self) -> tuple:
-        params = self._fitted_params
+        spec = self._spec()
         return (
             self.backbone_["name"],
             self.backbone_["weights"],
             self.backbone_["sha256"],
-            repr(self.preprocessing_),
-            params["pooling"],
-            tuple(self._stages_as_fitted()),
-            bool(params["tta"]),
-            bool(params["jpeg_draft"]),
+            repr(spec.preprocessing),
+            spec.pooling,
+            spec.stages,
+            spec.tta,
+            bool(self._fitted_params["jpeg_draft"]),
         )
 
     # ------------------------------------------------------------------ sklearn API
@@ -356,10 +364,10 @@ class ConvFeatureTransformer(TransformerMixin, BaseEstimator):
             ``n_features_out_`` names.
         """
         check_is_fitted(self, "module_")
-        pooling = self._fitted_params["pooling"]
+        spec = self._spec()
         names = []
-        poolings = ["avg", "max"] if pooling == "avgmax" else [pooling]
-        for stage, dim in zip(self._stages_as_fitted(), self.stage_dims_):
+        poolings = ["avg", "max"] if spec.pooling == "avgmax" else [spec.pooling]
+        for stage, dim in zip(spec.stages, self.stage_dims_):
             tag = re.sub(r"[^0-9a-zA-Z]+", "_", stage)
             for kind in poolings:
                 names.extend(f"{tag}_{kind}_{i}" for i in range(dim))

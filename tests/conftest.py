@@ -74,6 +74,16 @@ def busi_small():
     return busi_paths(20)
 
 
+@pytest.fixture(scope="session")
+def us_folder(tmp_path_factory):
+    """8 synthetic ultrasound-like images per class, 64 px, one folder per class; read only."""
+    from skconv.datasets import make_ultrasound_folder
+
+    return make_ultrasound_folder(
+        tmp_path_factory.mktemp("data") / "us", n_per_class=8, image_size=64, random_state=0
+    )
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

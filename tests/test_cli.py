@@ -12,15 +12,11 @@ from cli_helpers import run, tiny_model, tree
 from PIL import Image
 
 from skconv.cli import build_parser, main
-from skconv.datasets import make_ultrasound_folder
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    """8 synthetic images per class, 64 px, one folder per class."""
-    return make_ultrasound_folder(
-        tmp_path_factory.mktemp("data") / "us", n_per_class=8, image_size=64, random_state=0
-    )
+def images(us_folder):
+    return us_folder
 
 
 @pytest.fixture(scope="module")

@@ -8,15 +8,11 @@ import pytest
 from cli_helpers import tiny_model
 
 from skconv.cli import main
-from skconv.datasets import make_ultrasound_folder
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    """8 synthetic images per class, 64 px, one folder per class."""
-    return make_ultrasound_folder(
-        tmp_path_factory.mktemp("data") / "us", n_per_class=8, image_size=64, random_state=0
-    )
+def images(us_folder):
+    return us_folder
 
 
 @pytest.fixture(scope="module")

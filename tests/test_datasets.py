@@ -1,12 +1,12 @@
 import csv
 import hashlib
-import os
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import BUSI, needs_busi
 from PIL import Image
 
 from skconv.datasets import (
@@ -16,18 +16,6 @@ from skconv.datasets import (
     make_ultrasound_folder,
     split_folders,
 )
-
-
-def _busi_root():
-    root = (
-        Path(os.environ.get("SKCONV_BUSI", ""))
-        if os.environ.get("SKCONV_BUSI")
-        else Path(__file__).resolve().parents[2] / "shared" / "datasets" / "busi"
-    )
-    return root if root.is_dir() else None
-
-
-BUSI = _busi_root()
 
 
 def _tree_hash(root: Path) -> dict:
@@ -236,7 +224,7 @@ def test_make_ultrasound_folder(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(BUSI is None, reason="BUSI not found (set SKCONV_BUSI to its folder)")
+@needs_busi
 def test_busi_load_image_folder():
     data = load_image_folder(BUSI)
     assert len(data.paths) == 780

@@ -11,6 +11,7 @@ from torch import nn
 
 from skconv import ConvFeatureTransformer
 from skconv._inference import (
+    FeatureSpec,
     LazyEngine,
     _Batches,
     _prefetched,
@@ -135,7 +136,8 @@ def _pil(images):
 
 # -- engines ----------------------------------------------------------------------------
 
-SETUP = dict(stages=["final"], pooling="avg", tta=False, device=torch.device("cpu"))
+CPU = torch.device("cpu")
+SPEC = FeatureSpec(("final",), "avg", False, Preprocessing(image_size=32))
 
 
 @pytest.fixture(scope="module")
@@ -151,9 +153,9 @@ def test_onnx_engine_matches_torch_for_every_stage_pooling_and_mirroring(
     resnet, stages, pooling, tta
 ):
     prep = Preprocessing(image_size=32)
-    setup = dict(stages=stages, pooling=pooling, tta=tta, preprocessing=prep)
-    torch_engine = build_engine("torch", resnet, device=torch.device("cpu"), **setup)
-    onnx_engine = build_engine("onnxruntime", resnet, device=torch.device("cpu"), **setup)
+    spec = FeatureSpec(tuple(stages), pooling, tta, prep)
+    torch_engine = build_engine("torch", resnet, spec, device=CPU)
+    onnx_engine = build_engine("onnxruntime", resnet, spec, device=CPU)
     assert (torch_engine.kind, onnx_engine.kind) == ("torch", "onnxruntime")
     pixels = np.random.default_rng(1).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     floats = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0
@@ -167,26 +169,23 @@ def test_auto_falls_back_to_torch_with_a_reason_and_onnxruntime_refuses(resnet, 
     def broken(*args, **kwargs):
         raise RuntimeError("operator not supported")
 
-    monkeypatch.setattr(inference, "_export_features", broken)
-    setup = dict(SETUP, preprocessing=Preprocessing(image_size=32), backbone="resnet18")
+    monkeypatch.setattr(inference, "export_features", broken)
     with pytest.warns(RuntimeWarning, match="'resnet18'.*operator not supported.*torch"):
-        assert build_engine("auto", resnet, **setup).kind == "torch"
+        assert build_engine("auto", resnet, SPEC, device=CPU, backbone="resnet18").kind == "torch"
     with pytest.raises(ValueError, match="engine='onnxruntime' cannot run backbone 'resnet18'"):
-        build_engine("onnxruntime", resnet, **setup)
+        build_engine("onnxruntime", resnet, SPEC, device=CPU, backbone="resnet18")
 
 
 def test_a_graph_that_differs_from_torch_is_not_used(resnet, monkeypatch):
     import skconv._inference as inference
 
     monkeypatch.setattr(inference.OnnxEngine, "__call__", lambda self, batch: np.zeros((2, 512)))
-    setup = dict(SETUP, preprocessing=Preprocessing(image_size=32), backbone="resnet18")
     with pytest.warns(RuntimeWarning, match="differs from torch"):
-        assert build_engine("auto", resnet, **setup).kind == "torch"
+        assert build_engine("auto", resnet, SPEC, device=CPU).kind == "torch"
 
 
 def test_auto_keeps_torch_for_compile(resnet):
-    setup = dict(SETUP, preprocessing=Preprocessing(image_size=32))
-    assert build_engine("auto", resnet, **{**setup, "compile": True}).kind == "torch"
+    assert build_engine("auto", resnet, SPEC, device=CPU, compile=True).kind == "torch"
 
 
 def test_lazy_engine_is_built_once_across_threads():

@@ -1,32 +1,17 @@
 import csv
 import io
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import BUSI, needs_busi
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
 from skconv.datasets import make_ultrasound
 from skconv.model_selection import find_near_duplicates, split_report, train_val_test_split
-
-
-def _busi_root():
-    root = (
-        Path(os.environ.get("SKCONV_BUSI", ""))
-        if os.environ.get("SKCONV_BUSI")
-        else Path(__file__).resolve().parents[2] / "shared" / "datasets" / "busi"
-    )
-    return root if root.is_dir() else None
-
-
-BUSI = _busi_root()
-needs_busi = pytest.mark.skipif(
-    BUSI is None, reason="BUSI data set not found (set SKCONV_BUSI to its folder)"
-)
 
 REFERENCE = {
     "malignant": (210, 147, 31, 32),

@@ -184,6 +184,33 @@ def expand_images(items: Sequence[str]) -> list[str]:
     return files
 
 
+def new_file(path: str, what: str, overwrite: bool) -> Path:
+    """An output file: refused if it exists (unless ``overwrite``) or its folder does not."""
+    out = Path(path)
+    if out.exists() and not overwrite:
+        raise UsageError(f"{what} {path!r} exists; pass --overwrite to replace it.")
+    if not out.resolve().parent.is_dir():
+        raise UsageError(f"{what} {path!r}: the folder {os.fspath(out.parent)!r} does not exist.")
+    return out
+
+
+def add_model_and_images(parser: argparse.ArgumentParser, *, onnx: bool) -> None:
+    """The MODEL and IMAGES arguments of the verbs that apply a model to image files."""
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        help="model.joblib written by 'skconv fit' (or the folder holding it)"
+        + (", or a .onnx file written by 'skconv export'" if onnx else ""),
+    )
+    parser.add_argument(
+        "images",
+        metavar="IMAGES",
+        nargs="+",
+        help="image files or folders; folders are searched recursively for "
+        "image files (sorted; hidden files and *_mask* files left out)",
+    )
+
+
 def model_file(model: str) -> Path:
     """MODEL as given: a model file, or a ``skconv fit`` output folder holding model.joblib."""
     path = Path(model)

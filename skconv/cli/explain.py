@@ -11,6 +11,7 @@ import numpy as np
 
 from ._common import (
     UsageError,
+    add_model_and_images,
     expand_images,
     fraction_closed,
     int_at_least,
@@ -37,18 +38,7 @@ def register(verbs, parents) -> None:
         "crop of each image; what the crop left out gets the colour of zero. "
         "Only load models you trust: a .joblib file can run code when loaded.",
     )
-    p.add_argument(
-        "model",
-        metavar="MODEL",
-        help="model.joblib written by 'skconv fit' (or the folder holding it)",
-    )
-    p.add_argument(
-        "images",
-        metavar="IMAGES",
-        nargs="+",
-        help="image files or folders; folders are searched recursively for "
-        "image files (sorted; hidden files and *_mask* files left out)",
-    )
+    add_model_and_images(p, onnx=False)
     p.add_argument(
         "--out",
         metavar="DIR",

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-from ._common import UsageError, load_model, model_file
+from ._common import UsageError, load_model, model_file, new_file
 
 
 def register(verbs, parents) -> None:
@@ -36,13 +35,9 @@ def run(args) -> int:
     from ..export import OnnxClassifier, export_onnx
 
     model_path = model_file(args.model)
-    out = Path(args.out)
-    if out.suffix.lower() != ".onnx":
+    if not args.out.lower().endswith(".onnx"):
         raise UsageError(f"OUT {args.out!r} must end in .onnx.")
-    if out.exists() and not args.overwrite:
-        raise UsageError(f"OUT {args.out!r} exists; pass --overwrite to replace it.")
-    if not out.resolve().parent.is_dir():
-        raise UsageError(f"OUT {args.out!r}: the folder {os.fspath(out.parent)!r} does not exist.")
+    out = new_file(args.out, "OUT", args.overwrite)
     model = load_model(model_path)
     print(f"Exporting {os.fspath(model_path)} to ONNX...", flush=True)
     export_onnx(model, out, overwrite=args.overwrite)

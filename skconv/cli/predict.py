@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import csv
 import os
-from pathlib import Path
 
 import numpy as np
 
-from ._common import UsageError, expand_images, load_model, model_file
+from ._common import add_model_and_images, expand_images, load_model, model_file, new_file
 
 
 def register(verbs, parents) -> None:
@@ -22,19 +21,7 @@ def register(verbs, parents) -> None:
         "'skconv export', which needs neither torch nor skorch. Only load .joblib models you "
         "trust: a .joblib file can run code when loaded.",
     )
-    p.add_argument(
-        "model",
-        metavar="MODEL",
-        help="model.joblib written by 'skconv fit' (or the folder holding it), or a .onnx "
-        "file written by 'skconv export'",
-    )
-    p.add_argument(
-        "images",
-        metavar="IMAGES",
-        nargs="+",
-        help="image files or folders; folders are searched recursively for "
-        "image files (sorted; hidden files and *_mask* files left out)",
-    )
+    add_model_and_images(p, onnx=True)
     p.add_argument("--csv", metavar="OUT", help="also write the table to this CSV file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --csv file")
     p.set_defaults(func=run)
@@ -46,14 +33,7 @@ def run(args) -> int:
 
     model_path = model_file(args.model)
     files = expand_images(args.images)
-    csv_path = Path(args.csv) if args.csv else None
-    if csv_path is not None:
-        if csv_path.exists() and not args.overwrite:
-            raise UsageError(f"--csv {args.csv!r} exists; pass --overwrite to replace it.")
-        if not csv_path.resolve().parent.is_dir():
-            raise UsageError(
-                f"--csv {args.csv!r}: the folder {os.fspath(csv_path.parent)!r} does not exist."
-            )
+    csv_path = new_file(args.csv, "--csv", args.overwrite) if args.csv else None
 
     model = load_model(model_path)
     classes = [str(c) for c in model.classes_]

@@ -21,12 +21,13 @@ from skconv import FineTuneClassifier
 from skconv.datasets import make_ultrasound
 from skconv.finetune import EpochCheckpoint
 
-# Augmentation, dropout, shuffling, a head-only epoch, warm-up, cosine decay and early
-# stopping with best-weight restoring all run: each has state a resume must restore.
+# Augmented views cached once and cycled, a head started from the linear probe, dropout,
+# shuffling, a head-only epoch, warm-up, cosine decay and early stopping with
+# best-weight restoring all run: each has state a resume must restore or redo alike.
 # Early stopping ends the run after 3 of the 4 epochs, so "finished" is more than
 # "max_epochs done".
 PARAMS = dict(
-    backbone="mobilenet_v3_small", weights=None, image_size=32, batch_size=8, lr=0.2,
+    backbone="mobilenet_v3_small", weights=None, image_size=32, batch_size=8, lr=1.0,
     max_epochs=4, patience=1, random_state=0,
 )  # fmt: skip
 

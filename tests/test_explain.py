@@ -67,6 +67,7 @@ def finetuned(blobs):
     clf = FineTuneClassifier(
         "squeezenet1_1_caffe",
         image_size=64,
+        train_layers="all",  # Grad-CAM of a network trained throughout
         max_epochs=3,
         train_split=None,
         patience=None,

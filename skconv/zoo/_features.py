@@ -66,6 +66,44 @@ class FeatureNet(nn.Module):
         self.check_stages(stages)
         return self.body(x, stages)
 
+    def split(self, stage: str) -> tuple[nn.Module, nn.Module]:
+        """Cut the network after ``stage``: a trunk up to it and a tail from it to the end.
+
+        ``tail(trunk(x))`` is the final feature map, ``self(x)[0]``; both share this
+        network's parameters (they are views, not copies). Fine-tuning uses them to
+        run the frozen trunk once per image and train the tail.
+
+        Parameters
+        ----------
+        stage : str
+            One of :attr:`stage_names` other than ``"final"``.
+
+        Returns
+        -------
+        trunk, tail : torch.nn.Module
+            ``trunk(x)`` is the feature map of ``stage``; ``tail(map)`` the final map.
+
+        Raises
+        ------
+        ValueError
+            If the stage is unknown, or the network cannot be cut there (its layers
+            after the stage also read earlier values).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skconv.zoo import load_backbone
+        >>> net = load_backbone("resnet18", weights=None).module.eval()
+        >>> trunk, tail = net.split("layer2")
+        >>> x = torch.randn(1, 3, 64, 64)
+        >>> bool(torch.allclose(tail(trunk(x)), net(x)[0]))
+        True
+        """
+        self.check_stages([stage])
+        if stage == FINAL_STAGE:
+            raise ValueError("Cannot split after 'final': nothing would be left to train.")
+        return self.body.split(stage)
+
 
 def stage_dims(module: nn.Module, stages: Sequence[str], image_size: int) -> list[int]:
     """Channels of each stage's feature map, from one forward pass of a blank image.
@@ -139,6 +177,25 @@ class _TimmBody(nn.Module):
         return [captured[stage] for stage in stages]
 
 
+    def split(self, stage: str) -> tuple[nn.Module, nn.Module]:
+        model = self.model
+        # EfficientNet and MobileNet-V3 families: forward_features is stem, bn1, blocks,
+        # conv_head, bn2, one after the other, and feature stages are "blocks.<i>".
+        sequential = all(hasattr(model, a) for a in ("conv_stem", "bn1", "blocks", "conv_head"))
+        parts = stage.split(".")
+        if not (sequential and len(parts) == 2 and parts[0] == "blocks"):
+            raise ValueError(
+                f"Cannot cut timm's {type(model).__name__} after stage {stage!r}: only "
+                "EfficientNet-like models (stem, blocks, conv_head) are cut here."
+            )
+        index = int(parts[1])
+        trunk = nn.Sequential(model.conv_stem, model.bn1, *model.blocks[: index + 1])
+        tail = nn.Sequential(
+            *model.blocks[index + 1 :], model.conv_head, getattr(model, "bn2", nn.Identity())
+        )
+        return trunk, tail
+
+
 def _capture(stage: str, _module, _inputs, output) -> None:
     captured = _CAPTURING.get()
     if captured is not None and stage in captured:
@@ -182,6 +239,46 @@ class _FXBody(nn.Module):
     def forward(self, x, stages=(FINAL_STAGE,)):
         out = self.extractor(x)
         return [out[stage] for stage in stages]
+
+    def split(self, stage: str) -> tuple[nn.Module, nn.Module]:
+        return _split_graph(self.extractor, stage)
+
+
+def _split_graph(module: torch.fx.GraphModule, stage: str) -> tuple[nn.Module, nn.Module]:
+    """Two graph modules from one: its input to output ``stage``, and that to ``final``."""
+    graph = module.graph
+    nodes = list(graph.nodes)
+    outputs = next(n for n in nodes if n.op == "output").args[0]
+    cut, final = outputs[stage], outputs[FINAL_STAGE]
+    position = {node: i for i, node in enumerate(nodes)}
+    needed, todo = set(), [final]
+    while todo:  # the nodes the final map depends on, back to the cut
+        node = todo.pop()
+        if node in needed or node is cut:
+            continue
+        needed.add(node)
+        todo.extend(n for n in node.all_input_nodes)
+    early = [n for n in needed if position[n] < position[cut] and n.op != "get_attr"]
+    if early:
+        raise ValueError(
+            f"Cannot cut the network after stage {stage!r}: its later layers also read "
+            f"{early[0].name!r}, computed before that stage."
+        )
+    trunk_graph, env = torch.fx.Graph(), {}
+    for node in nodes[: position[cut] + 1]:
+        env[node] = trunk_graph.node_copy(node, lambda n: env[n])
+    trunk_graph.output(env[cut])
+    tail_graph = torch.fx.Graph()
+    env = {cut: tail_graph.placeholder("stage_map")}
+    for node in nodes:
+        if node in needed:
+            env[node] = tail_graph.node_copy(node, lambda n: env[n])
+    tail_graph.output(env[final])
+    trunk = torch.fx.GraphModule(module, trunk_graph)
+    tail = torch.fx.GraphModule(module, tail_graph)
+    trunk.graph.eliminate_dead_code()
+    trunk.recompile()
+    return trunk, tail
 
 
 _STAGE_CONTAINERS = ("features", "layers", "trunk_output")

@@ -1,24 +1,12 @@
-"""FineTuneClassifier: every layer of a pretrained ConvNet trained further, as skorch does it.
-
-The class is a thin :class:`skorch.NeuralNetClassifier`: its module is a backbone
-from :mod:`skconv.zoo` plus a fresh linear head, and the practice that makes
-fine-tuning work on a few hundred images lives in callbacks and a few overridden
-hooks: a head-only warm-up, a lower learning rate for the pretrained layers, a
-warm-up-then-cosine schedule, training-only augmentation, class weights, early
-stopping that restores the best epoch, and test-time augmentation.
-"""
+"""FineTuneClassifier: a pretrained ConvNet trained further on a new task, as skorch does it."""
 
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import os
 from numbers import Integral, Real
-from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import torch
 from sklearn.model_selection import StratifiedGroupKFold
@@ -27,486 +15,17 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from skorch import NeuralNetClassifier
-from skorch.callbacks import (
-    Callback,
-    EarlyStopping,
-    EpochScoring,
-    LRScheduler,
-    PassthroughScoring,
-)
-from skorch.callbacks.scoring import ScoringBase
+from skorch.callbacks import EarlyStopping, EpochScoring, LRScheduler
 from skorch.dataset import ValidSplit
-from skorch.history import History
 from torch import nn
 
-from . import zoo
-from ._inference import mean_of_views, mirror_views
-from .images import Preprocessing, check_images, load_image
-from .pooling import pool_features
-
-__all__ = [
-    "FineTuneClassifier",
-    "FineTuneNet",
-    "TrainAugmentation",
-    "BackboneFreezer",
-    "WarmupCosineLR",
-    "EpochCheckpoint",
-]
-
-
-# --------------------------------------------------------------------------- module
-
-
-class FineTuneNet(nn.Module):
-    """A backbone from :mod:`skconv.zoo` with global average pooling and a new linear head.
-
-    Parameters
-    ----------
-    backbone : str, default="efficientnet_lite0"
-        Any name :func:`skconv.zoo.load_backbone` accepts.
-    weights : str, path-like or None, default="DEFAULT"
-        Pretrained weights of the backbone (see :func:`skconv.zoo.load_backbone`).
-    n_classes : int, default=2
-        Outputs of the head.
-    dropout : float, default=0.2
-        Dropout before the head; the usual regulariser of EfficientNet heads.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from skconv.finetune import FineTuneNet
-    >>> net = FineTuneNet("resnet18", weights=None, n_classes=3).eval()
-    >>> net(torch.zeros(2, 3, 64, 64)).shape
-    torch.Size([2, 3])
-    """
-
-    def __init__(
-        self,
-        backbone: str = "efficientnet_lite0",
-        weights: Any = "DEFAULT",
-        n_classes: int = 2,
-        dropout: float = 0.2,
-    ):
-        super().__init__()
-        loaded = zoo.load_backbone(backbone, weights)  # without the ImageNet classifier
-        self.backbone = loaded.module
-        self.preprocessing = loaded.preprocessing
-        self.backbone_identity = loaded.identity
-        with torch.no_grad():
-            was_training = self.backbone.training
-            self.backbone.eval()
-            size = self.preprocessing.image_size  # some backbones (ViT) take one size only
-            (probe,) = self.backbone(torch.zeros(1, 3, size, size))
-            self.backbone.train(was_training)
-        self.n_features = int(probe.shape[-1] if probe.ndim == 3 else probe.shape[1])
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(self.n_features, n_classes)
-        # Start from near-uniform predictions: pretrained features can be large (Caffe
-        # SqueezeNet's reach hundreds), and a default-initialised head would begin with
-        # a loss far above chance that pushes big gradients into the backbone.
-        nn.init.normal_(self.head.weight, std=0.01 / max(1.0, probe.abs().mean().item()))
-        nn.init.zeros_(self.head.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        (feature_map,) = self.backbone(x)
-        return self.head(self.dropout(pool_features(feature_map, "avg")))
-
-
-# --------------------------------------------------------------------------- data
-
-
-class TrainAugmentation:
-    """Training-only augmentation for grayscale medical images and photos alike.
-
-    Random resized crop (``scale`` of the area), horizontal flip, a small
-    rotation and brightness/contrast jitter, then the backbone's normalisation.
-    No vertical flip: ultrasound and X-ray images have a meaningful top.
-
-    Parameters
-    ----------
-    preprocessing : Preprocessing
-        Output size, interpolation and normalisation of the backbone.
-    scale : tuple of float, default=(0.6, 1.0)
-        Range of the crop's share of the image area.
-    rotation : float, default=10
-        Largest rotation in degrees.
-    brightness, contrast : float, default=0.2
-        Strength of the colour jitter.
-
-    Examples
-    --------
-    >>> from PIL import Image
-    >>> from skconv.images import Preprocessing
-    >>> from skconv.finetune import TrainAugmentation
-    >>> augment = TrainAugmentation(Preprocessing(image_size=32))
-    >>> augment(Image.new("RGB", (64, 48))).shape
-    torch.Size([3, 32, 32])
-    """
-
-    def __init__(
-        self,
-        preprocessing: Preprocessing,
-        scale: tuple = (0.6, 1.0),
-        rotation: float = 10.0,
-        brightness: float = 0.2,
-        contrast: float = 0.2,
-    ):
-        self.preprocessing = preprocessing
-        self.scale = scale
-        self.rotation = rotation
-        self.brightness = brightness
-        self.contrast = contrast
-
-    def _pipeline(self):
-        from torchvision.transforms import v2
-
-        modes = {
-            "bicubic": v2.InterpolationMode.BICUBIC,
-            "bilinear": v2.InterpolationMode.BILINEAR,
-            "nearest": v2.InterpolationMode.NEAREST,
-        }
-        mode = modes.get(self.preprocessing.interpolation, v2.InterpolationMode.BILINEAR)
-        size = self.preprocessing.image_size
-        return v2.Compose(
-            [
-                v2.RandomResizedCrop(size, scale=self.scale, interpolation=mode, antialias=True),
-                v2.RandomHorizontalFlip(),
-                v2.RandomRotation(self.rotation, interpolation=v2.InterpolationMode.BILINEAR),
-                v2.ColorJitter(brightness=self.brightness, contrast=self.contrast),
-                v2.PILToTensor(),
-                v2.ToDtype(torch.float32, scale=True),
-            ]
-        )
-
-    def __call__(self, image) -> torch.Tensor:
-        if getattr(self, "_compiled", None) is None:
-            self._compiled = self._pipeline()
-        return self.preprocessing.normalize(self._compiled(image))
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state.pop("_compiled", None)  # rebuilt on first use; keeps pickles small and portable
-        return state
-
-
-class _ImageSet(torch.utils.data.Dataset):
-    """Images and integer targets; ``y`` keeps the original labels for skorch's scorers."""
-
-    def __init__(self, X, codes, labels, transform):
-        self.X = X
-        self.codes = codes
-        self.y = labels
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.X)
-
-    def __getitem__(self, index: int):
-        image = load_image(self.X[index], where=f"X[{index}]")
-        code = 0 if self.codes is None else int(self.codes[index])
-        return self.transform(image), code
-
-    def with_transform(self, transform) -> _ImageSet:
-        return _ImageSet(self.X, self.codes, self.y, transform)
-
-
-# --------------------------------------------------------------------------- callbacks
-
-
-class BackboneFreezer(Callback):
-    """Train only the head for the first ``epochs`` epochs (a head-only warm-up).
-
-    A new, randomly initialised head sends large gradients into the pretrained
-    layers; freezing them until the head has settled protects what they learnt.
-    :class:`FineTuneClassifier` keeps a frozen backbone in eval mode, so its
-    batch-norm statistics stay those of ImageNet meanwhile.
-
-    Parameters
-    ----------
-    epochs : int, default=1
-        Number of head-only epochs at the start of training.
-
-    Examples
-    --------
-    >>> from skconv.finetune import BackboneFreezer
-    >>> BackboneFreezer(epochs=2).epochs
-    2
-    """
-
-    def __init__(self, epochs: int = 1):
-        self.epochs = epochs
-
-    def on_epoch_begin(self, net, **kwargs):
-        frozen = len(net.history) <= self.epochs
-        for param in net.module_.backbone.parameters():
-            param.requires_grad_(not frozen)
-
-    def on_train_end(self, net, **kwargs):
-        for param in net.module_.backbone.parameters():
-            param.requires_grad_(True)
-
-
-class WarmupCosineLR(torch.optim.lr_scheduler.LRScheduler):
-    """Constant during the head-only epochs, linear warm-up, then cosine decay.
-
-    Parameters
-    ----------
-    optimizer : torch.optim.Optimizer
-        The optimizer whose groups' learning rates are scaled (their ratios stay).
-    max_epochs : int
-        Total number of epochs; the rate reaches ``min_factor`` at the last one.
-    hold_epochs : int, default=0
-        Epochs at the full rate first (the head-only warm-up).
-    warmup_epochs : int, default=1
-        Epochs of linear warm-up after the hold.
-    min_factor : float, default=0.01
-        Final fraction of each group's initial rate.
-    last_epoch : int, default=-1
-        As in :class:`torch.optim.lr_scheduler.LRScheduler`.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from skconv.finetune import WarmupCosineLR
-    >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-    >>> sched = WarmupCosineLR(opt, max_epochs=4, warmup_epochs=1)
-    >>> rates = []
-    >>> for _ in range(4):
-    ...     rates.append(round(opt.param_groups[0]["lr"], 3)); opt.step(); sched.step()
-    >>> rates
-    [0.5, 1.0, 0.505, 0.01]
-    """
-
-    def __init__(
-        self,
-        optimizer,
-        max_epochs: int,
-        hold_epochs: int = 0,
-        warmup_epochs: int = 1,
-        min_factor: float = 0.01,
-        last_epoch: int = -1,
-    ):
-        self.max_epochs = max_epochs
-        self.hold_epochs = hold_epochs
-        self.warmup_epochs = warmup_epochs
-        self.min_factor = min_factor
-        super().__init__(optimizer, last_epoch)
-
-    def factor(self, epoch: int) -> float:
-        """Multiplier of the initial rates at ``epoch`` (0-based)."""
-        if epoch < self.hold_epochs:
-            return 1.0
-        epoch -= self.hold_epochs
-        if epoch < self.warmup_epochs:
-            return (epoch + 1) / (self.warmup_epochs + 1)
-        span = max(1, self.max_epochs - self.hold_epochs - self.warmup_epochs - 1)
-        progress = min(1.0, (epoch - self.warmup_epochs) / span)
-        return self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    def get_lr(self):
-        return [base * self.factor(self.last_epoch) for base in self.base_lrs]
-
-
-class EpochCheckpoint(Callback):
-    """Save the training state after every epoch; resume from it on the next run.
-
-    After every epoch, ``<dirname>/checkpoint.pt`` is replaced atomically (a kill at
-    any moment leaves the previous epoch's complete file) by the network and optimizer
-    state, the history, the state of :class:`~skorch.callbacks.EarlyStopping` (best
-    weights included), torch's random number generator state, and a fingerprint of
-    the parameters, classes, images, labels and validation split.
-
-    Like skorch's :class:`~skorch.callbacks.LoadInitState`, the first training after
-    the net is initialised resumes from an existing file, read with
-    ``torch.load(weights_only=True)``: network, optimizer, history, early stopping,
-    learning-rate schedule and random generators are restored, and training stops
-    once the history holds the epochs the interrupted run was to train. On the same
-    machine the result is an uninterrupted run's model, to the bit; a finished run is
-    restored without training. A checkpoint of another setup raises ValueError naming
-    what differs and is left untouched. :class:`FineTuneClassifier` adds this
-    callback, last, when ``checkpoint_dir`` is set.
-
-    Parameters
-    ----------
-    dirname : str or path-like
-        The folder of the checkpoint; created if missing.
-
-    Examples
-    --------
-    >>> from skconv.finetune import EpochCheckpoint
-    >>> EpochCheckpoint("runs/ft").path.name
-    'checkpoint.pt'
-    """
-
-    FILENAME = "checkpoint.pt"
-    FORMAT = "skconv-checkpoint-2"
-
-    def __init__(self, dirname):
-        self.dirname = dirname
-
-    @property
-    def path(self) -> Path:
-        """The checkpoint file."""
-        return Path(self.dirname) / self.FILENAME
-
-    def initialize(self):
-        self.may_resume_ = True
-        return self
-
-    def on_train_begin(self, net, X=None, y=None, **kwargs):
-        self.fingerprint_ = _fingerprint(net, X, y)
-        self.saved_fingerprint_ = None
-        self.last_epoch_ = len(net.history) + net.max_epochs
-        self.finished_ = False
-        if self.may_resume_ and self.path.is_file():
-            self._resume(net, self._load())
-        self.may_resume_ = False
-        self.saved_epochs_ = len(net.history)
-
-    def on_epoch_begin(self, net, dataset_valid=None, **kwargs):
-        if _SPLIT not in self.fingerprint_:  # the split is made after on_train_begin
-            self.fingerprint_[_SPLIT] = _digest(getattr(dataset_valid, "indices", None))
-            if self.saved_fingerprint_ is not None and _SPLIT in self.saved_fingerprint_:
-                self._refuse_another_setup([_SPLIT])
-        if len(net.history) > self.last_epoch_:
-            del net.history[-1]  # the row skorch opened for an epoch that will not run
-            raise KeyboardInterrupt  # ends the loop as EarlyStopping does
-
-    def on_epoch_end(self, net, **kwargs):
-        self._save(net, finished=False)
-
-    def on_train_end(self, net, **kwargs):
-        # EarlyStopping ends training by raising KeyboardInterrupt, as Ctrl-C does; only
-        # the former, or the last epoch saved, makes a finished run.
-        stopped = any(
-            isinstance(cb, EarlyStopping) and getattr(cb, "misses_", 0) >= cb.patience
-            for _, cb in net.callbacks_
-        )
-        if not self.finished_ and (stopped or self.saved_epochs_ >= self.last_epoch_):
-            self._save(net, finished=True)
-
-    def _load(self) -> dict:
-        try:
-            # weights_only: a checkpoint is data, and loading it must never run code.
-            # CPU: RNG states must stay CPU tensors; load_state_dict moves the rest.
-            state = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ValueError(
-                f"Cannot read the checkpoint {os.fspath(self.path)!r}: {exc}. Delete it to "
-                "train from scratch."
-            ) from exc
-        if not isinstance(state, dict) or state.get("format") != self.FORMAT:
-            raise ValueError(
-                f"{os.fspath(self.path)!r} is not a checkpoint this version of skconv can "
-                "resume from. Delete it to train from scratch."
-            )
-        return state
-
-    def _refuse_another_setup(self, keys) -> None:
-        differ = [
-            key for key in keys if self.saved_fingerprint_.get(key) != self.fingerprint_.get(key)
-        ]
-        if differ:
-            raise ValueError(
-                f"The checkpoint in {os.fspath(self.dirname)!r} belongs to another setup "
-                f"({', '.join(differ)} differ); it is left untouched. Delete it to train "
-                "from scratch, or pass another checkpoint_dir."
-            )
-
-    def _resume(self, net, state: dict) -> None:
-        self.saved_fingerprint_ = state["fingerprint"]
-        self._refuse_another_setup(
-            [key for key in {**self.saved_fingerprint_, **self.fingerprint_} if key != _SPLIT]
-        )
-        net.module_.load_state_dict(state["module"])
-        net.optimizer_.load_state_dict(state["optimizer"])
-        net.history_ = History(json.loads(state["history"]))
-        # The callbacks before this one began training on an empty history.
-        for name, cb in net.callbacks_:
-            if isinstance(cb, EarlyStopping):
-                vars(cb).update(state["early_stopping"].get(name, {}))
-            elif isinstance(cb, LRScheduler):
-                cb.on_train_begin(net)  # the schedule, rebuilt at the restored epoch
-            elif isinstance(cb, (ScoringBase, PassthroughScoring)):
-                # Each marks the epochs that beat its best score so far.
-                score = getattr(cb, "name_", None) or cb.name
-                best = [row[score] for row in net.history if row.get(f"{score}_best")]
-                cb.best_score_ = best[-1] if best else cb.best_score_
-        self.finished_ = state["finished"]
-        self.last_epoch_ = len(net.history) if self.finished_ else state["last_epoch"]
-        # Last: from here on, every random draw is the one the interrupted run made next.
-        torch.set_rng_state(state["rng"])
-        gpu = _gpu(net.device)
-        if state["cuda_rng"] and gpu is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"][0], gpu)
-
-    def _save(self, net, finished: bool) -> None:
-        from ._io import atomic_write
-
-        gpu = _gpu(net.device)
-        state = {
-            "format": self.FORMAT,
-            "fingerprint": self.fingerprint_,
-            "finished": finished,
-            "last_epoch": self.last_epoch_,
-            "module": net.module_.state_dict(),
-            "optimizer": net.optimizer_.state_dict(),
-            "history": json.dumps(net.history.to_list(), default=_json_number),
-            "early_stopping": {
-                name: {
-                    "misses_": int(cb.misses_),
-                    "dynamic_threshold_": float(cb.dynamic_threshold_),
-                    "best_epoch_": int(cb.best_epoch_),
-                    "best_model_weights_": cb.best_model_weights_,
-                }
-                for name, cb in net.callbacks_
-                if isinstance(cb, EarlyStopping) and hasattr(cb, "best_epoch_")
-            },
-            "rng": torch.get_rng_state(),
-            "cuda_rng": [] if gpu is None else [torch.cuda.get_rng_state(gpu)],
-        }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(self.path, "wb", overwrite=True) as handle:
-            torch.save(state, handle)
-        self.saved_epochs_ = len(net.history)
-
-
-def _json_number(value):
-    if hasattr(value, "item"):  # NumPy and torch scalars in skorch's history
-        return value.item()
-    raise TypeError(f"Cannot store {type(value).__name__} in a checkpoint's history.")
-
-
-# Parameters that change neither the trained model nor its data: a checkpoint made with
-# other values still resumes.
-_RESUME_NEUTRAL = frozenset({"callbacks", "checkpoint_dir", "device", "num_workers", "verbose"})
-_SPLIT = "validation split"
-
-
-def _digest(value) -> str:
-    try:
-        return joblib.hash(value)
-    except Exception:  # unpicklable values (lambdas): their type is all we can compare
-        return f"<{type(value).__qualname__}>"
-
-
-def _fingerprint(net, X, y) -> dict:
-    """Digests of what a checkpoint belongs to, under the names an error gives them."""
-    params = {
-        f"parameter {name!r}": _digest(value)
-        for name, value in net.get_params(deep=False).items()
-        if not name.startswith("_") and name not in _RESUME_NEUTRAL
-    }
-    classes = getattr(getattr(net, "label_encoder_", None), "classes_", None)
-    return {
-        **params,
-        "classes": _digest(None if classes is None else list(classes)),
-        "X": "dataset" if isinstance(X, torch.utils.data.Dataset) else _digest(X),
-        "y": _digest(None if y is None else np.asarray(y)),
-    }
-
-
-# --------------------------------------------------------------------------- classifier
+from .._inference import mean_of_views, mirror_views
+from ..images import Preprocessing, check_images
+from ._callbacks import BackboneFreezer, EpochCheckpoint, NextView, WarmupCosineLR, _gpu
+from ._data import TrainAugmentation, TrunkViews, _ImageSet, trunk_views
+from ._net import FineTuneNet, resolve_train_layers
+
+__all__ = ["FineTuneClassifier"]
 
 
 class FineTuneClassifier(NeuralNetClassifier):
@@ -649,6 +168,10 @@ class FineTuneClassifier(NeuralNetClassifier):
         "num_workers": [Interval(Integral, 0, None, closed="left")],
         "random_state": [Interval(Integral, 0, None, closed="left"), None],
         "checkpoint_dir": [str, os.PathLike, None],
+        "train_layers": [str],
+        "n_views": [Interval(Integral, 1, None, closed="left")],
+        "head_init": [StrOptions({"linear_probe", "random"})],
+        "label_smoothing": [Interval(Real, 0, 1, closed="left")],
         "lr": [Interval(Real, 0, None, closed="left")],
         "max_epochs": [Interval(Integral, 0, None, closed="left")],
     }
@@ -658,6 +181,10 @@ class FineTuneClassifier(NeuralNetClassifier):
         backbone: str = "efficientnet_lite0",
         weights: Any = "DEFAULT",
         *,
+        train_layers: str = "auto",
+        n_views: int = 6,
+        head_init: str = "linear_probe",
+        label_smoothing: float = 0.1,
         freeze_epochs: int = 1,
         backbone_lr_scale: float = 0.1,
         warmup_epochs: int = 1,
@@ -696,6 +223,10 @@ class FineTuneClassifier(NeuralNetClassifier):
         )
         self.backbone = backbone
         self.weights = weights
+        self.train_layers = train_layers
+        self.n_views = n_views
+        self.head_init = head_init
+        self.label_smoothing = label_smoothing
         self.freeze_epochs = freeze_epochs
         self.backbone_lr_scale = backbone_lr_scale
         self.warmup_epochs = warmup_epochs
@@ -732,6 +263,8 @@ class FineTuneClassifier(NeuralNetClassifier):
                 ),
             ),
         ]
+        if self.train_layers != "all":
+            extra.append(("next_view", NextView()))
         if self.freeze_epochs:
             extra.append(("freezer", BackboneFreezer(self.freeze_epochs)))
         if self.patience is not None and self.train_split is not None:
@@ -831,6 +364,8 @@ class FineTuneClassifier(NeuralNetClassifier):
         if groups is not None:
             fit_params["groups"] = groups
         with _seeded_rng(self.random_state, self.device):
+            # The seed of the augmented views: a resumed fit draws the same ones again.
+            self.view_seed_ = int(torch.randint(0, 2**31 - 1, ()).item())
             return super().fit(X, y, **fit_params)
 
     def partial_fit(self, X, y=None, classes=None, groups=None, **fit_params):
@@ -857,6 +392,8 @@ class FineTuneClassifier(NeuralNetClassifier):
         self._check_params()
         if not self.initialized_:
             self._fit_labels(X, y)
+        if not hasattr(self, "view_seed_"):
+            self.view_seed_ = int(torch.randint(0, 2**31 - 1, ()).item())
         codes = self._codes(self._check_targets(X, y))
         if groups is not None:
             fit_params["groups"] = groups
@@ -877,6 +414,13 @@ class FineTuneClassifier(NeuralNetClassifier):
 
     def initialize_criterion(self):
         super().initialize_criterion()
+        if self.label_smoothing:
+            if not hasattr(self.criterion_, "label_smoothing"):
+                raise ValueError(
+                    f"label_smoothing={self.label_smoothing!r} needs a criterion with "
+                    f"label_smoothing, got {type(self.criterion_).__name__}."
+                )
+            self.criterion_.label_smoothing = float(self.label_smoothing)
         weight = getattr(self, "class_weight_", None)
         if weight is not None:
             if not hasattr(self.criterion_, "weight"):
@@ -922,9 +466,75 @@ class FineTuneClassifier(NeuralNetClassifier):
             train, valid = _split_keeping_groups(self.train_split, dataset, y, groups)
         else:
             train, valid = super().get_split_datasets(X, y, **fit_params)
-        if self.augment is not None:
-            train = _retransform(train, TrainAugmentation(self.preprocessing_))
-        return train, self._as_eval_dataset(valid)
+        valid = self._as_eval_dataset(valid)
+        stage = resolve_train_layers(self.train_layers, self.module_.backbone.stage_names)
+        if stage is None:  # every layer trains: images through the whole network
+            if self.augment is not None:
+                train = _retransform(train, TrainAugmentation(self.preprocessing_))
+            return train, valid
+        return self._trunk_datasets(stage, train, valid)
+
+    def _trunk_datasets(self, stage: str, train, valid):
+        """Cached trunk outputs of the training views and of the validation images."""
+        trunk, tail = self.module_.parts(stage)
+        trainable = {id(p) for p in tail.parameters()}
+        for param in self.module_.backbone.parameters():
+            param.requires_grad_(id(param) in trainable)
+        trunk.eval()
+        augmentation = TrainAugmentation(self.preprocessing_) if self.augment else None
+        n_views = self.n_views if augmentation is not None else 1
+
+        def views(dataset, n, seed, dtype):
+            images, codes, labels = _images_of(dataset)
+            maps = trunk_views(
+                trunk,
+                images,
+                self.preprocessing_,
+                augmentation,
+                n,
+                seed=seed,
+                batch_size=self.batch_size,
+                num_workers=self.num_workers,
+                device=self.device,
+                dtype=dtype,
+            )
+            return TrunkViews(maps, codes, labels, getattr(dataset, "indices", None))
+
+        train = views(train, n_views, self.view_seed_, torch.float16)
+        # Full precision for the few validation images: their loss is the network's own.
+        valid = None if valid is None else views(valid, 1, 0, torch.float32)
+        if self.head_init == "linear_probe" and not len(self.history):
+            self._init_head_from_probe(train)  # not when resuming: the head is restored
+        return train, valid
+
+    def _init_head_from_probe(self, train: TrunkViews) -> None:
+        """Start the head from the logistic regression on the plain views' features."""
+        from sklearn.linear_model import LogisticRegression
+
+        module = self.module_
+        n_classes = module.head.out_features
+        if len(np.unique(train.codes)) < n_classes:
+            return  # a class absent from the training part: no probe for it
+        _, tail = module.parts(module.__dict__["_cut_parts"][0])
+        was_training = module.training
+        module.eval()
+        with torch.inference_mode():
+            features = torch.cat(
+                [
+                    module.pool(tail(train.maps[0, start : start + 64].float().to(self.device)))
+                    for start in range(0, train.maps.shape[1], 64)
+                ]
+            )
+        module.train(was_training)
+        probe = LogisticRegression(
+            max_iter=1000, class_weight="balanced" if self.class_weight else None
+        ).fit(features.float().cpu().numpy(), train.codes)
+        weight, bias = probe.coef_, probe.intercept_
+        if weight.shape[0] == 1:  # binary: one score, split evenly over two logits
+            weight, bias = np.vstack([-weight, weight]) / 2, np.array([-bias[0], bias[0]]) / 2
+        with torch.no_grad():
+            module.head.weight.copy_(torch.as_tensor(weight, dtype=module.head.weight.dtype))
+            module.head.bias.copy_(torch.as_tensor(bias, dtype=module.head.bias.dtype))
 
     def _as_eval_dataset(self, dataset):
         if dataset is None or isinstance(dataset, (_ImageSet, torch.utils.data.Subset)):
@@ -955,14 +565,31 @@ class FineTuneClassifier(NeuralNetClassifier):
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def trainable_backbone_parameters(self) -> list:
+        """The backbone's parameters that fine-tuning trains (after any head-only epochs).
+
+        All of them with ``train_layers="all"``; otherwise those of the layers after the
+        cut, the trunk's staying frozen.
+
+        Returns
+        -------
+        parameters : list of torch.nn.Parameter
+        """
+        backbone = self.module_.backbone
+        cut = self.module_.__dict__.get("_cut_parts")
+        if self.train_layers == "all" or cut is None:
+            return list(backbone.parameters())
+        return list(cut[2].parameters())
+
     def _set_training(self, training=True):
         super()._set_training(training)
         # skorch sets train mode before every step. A backbone with nothing to train (the
-        # head-only epochs) runs in eval mode instead, or its batch-norm layers would
-        # overwrite their pretrained running statistics.
+        # head-only epochs), and any backbone whose last layers alone are trained, runs in
+        # eval mode instead: its batch-norm layers keep their pretrained statistics.
         backbone = getattr(self.module_, "backbone", None)
         if training and backbone is not None:
-            if not any(param.requires_grad for param in backbone.parameters()):
+            frozen = not any(param.requires_grad for param in backbone.parameters())
+            if frozen or self.train_layers != "all":
                 backbone.eval()
 
     def train_step_single(self, batch, **fit_params):
@@ -1043,14 +670,6 @@ def _seeded_rng(seed: int | None, device):
         yield
 
 
-def _gpu(device) -> int | None:
-    """The index of the GPU that ``device`` names, None for a CPU."""
-    if not str(device).startswith("cuda"):
-        return None
-    index = torch.device(device).index
-    return torch.cuda.current_device() if index is None else index
-
-
 def _accuracy_on_codes(net, X, y) -> float:
     return float(np.mean(net.predict_proba(X).argmax(axis=1) == np.asarray(y)))
 
@@ -1094,3 +713,19 @@ def _retransform(dataset, transform):
     if isinstance(dataset, torch.utils.data.Subset) and isinstance(dataset.dataset, _ImageSet):
         return torch.utils.data.Subset(dataset.dataset.with_transform(transform), dataset.indices)
     return dataset
+
+
+def _images_of(dataset):
+    """The images, integer targets and labels behind an image dataset or a subset of one."""
+    if isinstance(dataset, torch.utils.data.Subset) and isinstance(dataset.dataset, _ImageSet):
+        inner, index = dataset.dataset, np.asarray(dataset.indices)
+        images = [inner.X[i] for i in index]
+        codes = None if inner.codes is None else np.asarray(inner.codes)[index]
+        labels = None if inner.y is None else np.asarray(inner.y)[index]
+        return images, codes, labels
+    if isinstance(dataset, _ImageSet):
+        return dataset.X, None if dataset.codes is None else np.asarray(dataset.codes), dataset.y
+    raise TypeError(
+        f"Training only some layers needs the images themselves, got a {type(dataset).__name__}; "
+        "pass X as images, or train_layers='all'."
+    )

@@ -1,0 +1,37 @@
+"""FineTuneClassifier: a pretrained ConvNet trained further on a new task, as skorch does it.
+
+The classifier is a thin :class:`skorch.NeuralNetClassifier`: its module
+(:class:`FineTuneNet`) is a backbone from :mod:`skconv.zoo` plus a new linear head, and
+the practice that makes fine-tuning pay on a few hundred images lives in callbacks and a
+few overridden hooks. The package holds one concern a module: the network
+(``_net``), the data (augmentation and cached trunk outputs, ``_data``), the callbacks
+(``_callbacks``) and the classifier (``_classifier``).
+"""
+
+from ._callbacks import BackboneFreezer, EpochCheckpoint, NextView, WarmupCosineLR
+from ._classifier import FineTuneClassifier
+from ._data import TrainAugmentation
+from ._net import FineTuneNet
+
+__all__ = [
+    "FineTuneClassifier",
+    "FineTuneNet",
+    "TrainAugmentation",
+    "BackboneFreezer",
+    "NextView",
+    "WarmupCosineLR",
+    "EpochCheckpoint",
+]
+
+# Pickles and the documentation name the public path, not the private module.
+for _cls in (
+    FineTuneClassifier,
+    FineTuneNet,
+    TrainAugmentation,
+    BackboneFreezer,
+    NextView,
+    WarmupCosineLR,
+    EpochCheckpoint,
+):
+    _cls.__module__ = __name__
+del _cls

@@ -1,0 +1,155 @@
+"""FineTuneNet: a backbone from the zoo, average pooling and a new linear head."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import zoo
+from ..pooling import pool_features
+
+__all__ = ["FineTuneNet", "resolve_train_layers"]
+
+
+class FineTuneNet(nn.Module):
+    """A backbone from :mod:`skconv.zoo` with global average pooling and a new linear head.
+
+    Called on images (``net(x)``) it runs the whole network. Fine-tuning only the
+    layers after a stage calls it on that stage's feature map instead
+    (``net(trunk_output=m)``), which the frozen layers before it computed once:
+    :meth:`parts` cuts the backbone there.
+
+    Parameters
+    ----------
+    backbone : str, default="efficientnet_lite0"
+        Any name :func:`skconv.zoo.load_backbone` accepts.
+    weights : str, path-like or None, default="DEFAULT"
+        Pretrained weights of the backbone (see :func:`skconv.zoo.load_backbone`).
+    n_classes : int, default=2
+        Outputs of the head.
+    dropout : float, default=0.2
+        Dropout before the head; the usual regulariser of EfficientNet heads.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skconv.finetune import FineTuneNet
+    >>> net = FineTuneNet("resnet18", weights=None, n_classes=3).eval()
+    >>> net(torch.zeros(2, 3, 64, 64)).shape
+    torch.Size([2, 3])
+    >>> trunk, _ = net.parts("layer3")
+    >>> net(trunk_output=trunk(torch.zeros(2, 3, 64, 64))).shape
+    torch.Size([2, 3])
+    """
+
+    def __init__(
+        self,
+        backbone: str = "efficientnet_lite0",
+        weights: Any = "DEFAULT",
+        n_classes: int = 2,
+        dropout: float = 0.2,
+    ):
+        super().__init__()
+        loaded = zoo.load_backbone(backbone, weights)  # without the ImageNet classifier
+        self.backbone = loaded.module
+        self.preprocessing = loaded.preprocessing
+        self.backbone_identity = loaded.identity
+        with torch.no_grad():
+            was_training = self.backbone.training
+            self.backbone.eval()
+            size = self.preprocessing.image_size  # some backbones (ViT) take one size only
+            (probe,) = self.backbone(torch.zeros(1, 3, size, size))
+            self.backbone.train(was_training)
+        self.n_features = int(probe.shape[-1] if probe.ndim == 3 else probe.shape[1])
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(self.n_features, n_classes)
+        # Start from near-uniform predictions: pretrained features can be large (Caffe
+        # SqueezeNet's reach hundreds), and a default-initialised head would begin with
+        # a loss far above chance that pushes big gradients into the backbone.
+        nn.init.normal_(self.head.weight, std=0.01 / max(1.0, probe.abs().mean().item()))
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: torch.Tensor | None = None, trunk_output: torch.Tensor | None = None):
+        if trunk_output is not None:
+            feature_map = self._cut[1](trunk_output)
+        else:
+            (feature_map,) = self.backbone(x)
+        return self.head(self.dropout(self.pool(feature_map)))
+
+    @staticmethod
+    def pool(feature_map: torch.Tensor) -> torch.Tensor:
+        """Global average pooling of the final feature map, as the network's head sees it."""
+        return pool_features(feature_map, "avg")
+
+    def parts(self, stage: str) -> tuple[nn.Module, nn.Module]:
+        """The backbone cut after ``stage`` (``"final"``: all of it), as a trunk and a tail.
+
+        The parts share this network's parameters. They are kept for
+        ``forward(trunk_output=...)`` but are not sub-modules: the network's
+        ``state_dict`` names every parameter once, and pickles leave them out.
+
+        Parameters
+        ----------
+        stage : str
+            A stage of ``backbone.stage_names``.
+
+        Returns
+        -------
+        trunk, tail : torch.nn.Module
+            ``tail(trunk(x))`` is the backbone's final feature map.
+        """
+        cut = self.__dict__.get("_cut_parts")
+        if cut is None or cut[0] != stage:
+            if stage == zoo.FINAL_STAGE:
+                trunk, tail = _WholeBackbone(self.backbone), nn.Identity()
+            else:
+                trunk, tail = self.backbone.split(stage)
+            cut = (stage, trunk, tail)
+            self.__dict__["_cut_parts"] = cut  # bypasses nn.Module's registration
+        return cut[1], cut[2]
+
+    @property
+    def _cut(self):
+        cut = self.__dict__.get("_cut_parts")
+        if cut is None:
+            raise RuntimeError("FineTuneNet.parts(stage) must be called before trunk outputs.")
+        return cut[1], cut[2]
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_cut_parts", None)  # views of the backbone, rebuilt when needed
+        return state
+
+
+class _WholeBackbone(nn.Module):
+    """The backbone's final feature map, as a module of one input and one output."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, x):
+        (feature_map,) = self.backbone(x)
+        return feature_map
+
+
+def resolve_train_layers(train_layers: str, stage_names: list[str]) -> str | None:
+    """The stage after which training starts; None to train every layer.
+
+    ``"head"`` trains after ``"final"`` (the head alone), ``"auto"`` after the stage two
+    before the end (the last two stages), a stage name after that stage.
+    """
+    if train_layers == "all":
+        return None
+    if train_layers == "head":
+        return zoo.FINAL_STAGE
+    if train_layers == "auto":
+        return stage_names[-3] if len(stage_names) >= 3 else zoo.FINAL_STAGE
+    if train_layers not in stage_names:
+        raise ValueError(
+            f"train_layers={train_layers!r} is not a stage of this backbone; use 'all', "
+            f"'head', 'auto' or one of {', '.join(stage_names)}."
+        )
+    return train_layers

@@ -66,9 +66,7 @@ def _quantized(fp32_path: Path, calibration: np.ndarray, variant: str, folder: P
     quant_pre_process(str(fp32_path), str(pre))
     model = onnx.load(pre)
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
-    depthwise = [
-        n.name for n in convs if any(a.name == "group" and a.i > 1 for a in n.attribute)
-    ]
+    depthwise = [n.name for n in convs if any(a.name == "group" and a.i > 1 for a in n.attribute)]
     options = dict(
         quant_format=QuantFormat.QDQ,
         per_channel=True,
@@ -209,9 +207,7 @@ def write_markdown(results):
     for name, v in results["variants"].items():
         acc = 100 * np.asarray(v["accuracy"])
         speed = f"{v['speedup_end_to_end']:.2f}x" if "speedup_end_to_end" in v else "1.00x"
-        change = (
-            f"{v['accuracy_change_points']:+.1f}" if "accuracy_change_points" in v else "-"
-        )
+        change = f"{v['accuracy_change_points']:+.1f}" if "accuracy_change_points" in v else "-"
         kept = ("yes" if v["kept"] else "no") if "kept" in v else "-"
         lines.append(
             f"| {name} | {v['forward_images_per_s_best']:.1f} "
@@ -223,7 +219,7 @@ def write_markdown(results):
         )
     lines += [
         "",
-        "Rule (from the issue): keep `precision=\"int8\"` only if it is at least 1.3x the fp32 "
+        'Rule (from the issue): keep `precision="int8"` only if it is at least 1.3x the fp32 '
         "engine end to end and moves the test accuracy by at most 1 point.",
     ]
     (OUT / "int8.md").write_text("\n".join(lines) + "\n")

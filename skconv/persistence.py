@@ -216,7 +216,7 @@ def load(path: str | os.PathLike, trusted: Trusted = None) -> Any:
         If ``path`` is not a file.
     UnsafeFileError
         If ``path`` is a joblib/pickle file and ``trusted`` is not True, or a skops
-        file sets ``memory`` (a cache folder of pickles that would be unpickled on
+        file sets ``memory`` (a cache folder whose stored rows would be read as features on
         use) and ``trusted`` is not True.
     skops.io.exceptions.UntrustedTypesFoundException
         If a skops file holds a type that is not trusted; the message lists it.

@@ -176,7 +176,6 @@ class _TimmBody(nn.Module):
             _CAPTURING.reset(token)
         return [captured[stage] for stage in stages]
 
-
     def split(self, stage: str) -> tuple[nn.Module, nn.Module]:
         model = self.model
         # EfficientNet and MobileNet-V3 families: forward_features is stem, bn1, blocks,

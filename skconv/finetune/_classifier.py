@@ -59,6 +59,25 @@ class FineTuneClassifier(NeuralNetClassifier):
         A name from :func:`skconv.zoo.list_backbones`.
     weights : str, path-like or None, default="DEFAULT"
         Pretrained weights of the backbone, as in :func:`skconv.zoo.load_backbone`.
+    train_layers : str, default="auto"
+        Which layers train. ``"all"``: every layer, images through the whole network
+        each epoch (classic fine-tuning). ``"head"``: the new head alone.
+        ``"auto"``: the backbone's last two stages and the head. A stage name (see
+        ``module_.backbone.stage_names``): the layers after that stage. Unless
+        ``"all"``, the frozen early layers run once per augmented view
+        (``n_views``) and their outputs are reused in every epoch, which is what
+        makes fine-tuning affordable on a CPU.
+    n_views : int, default=6
+        Views of each training image computed through the frozen layers when
+        ``train_layers`` is not ``"all"``: the plain crop, then augmented ones; epoch
+        ``k`` trains on view ``k`` modulo ``n_views``. 1 without augmentation.
+    head_init : {"linear_probe", "random"}, default="linear_probe"
+        ``"linear_probe"`` starts the head from a logistic regression fitted on the
+        frozen features of the unaugmented training images (LP-FT, Kumar et al.
+        2022), so training starts where the fixed features stand; ``"random"`` is
+        PyTorch's default initialisation.
+    label_smoothing : float, default=0.1
+        Label smoothing of the cross-entropy loss (0 turns it off).
     freeze_epochs : int, default=1
         Head-only epochs at the start (see :class:`BackboneFreezer`), the backbone
         in eval mode so that its batch-norm statistics stay the pretrained ones.

@@ -195,6 +195,22 @@ def _refuse_non_empty(path: Path, name: str) -> None:
         )
 
 
+def _split_error(root: Path, target, exc: ValueError, val_size, test_size) -> ValueError:
+    """The split's error in the terms of the folder: which class folders are too small."""
+    classes, counts = np.unique(target, return_counts=True)
+    small = [(c, n) for c, n in zip(classes.tolist(), counts) if f"class {c!r} has" in str(exc)]
+    if not small:
+        return ValueError(f"Cannot split {os.fspath(root)!r}: {exc}")
+    folders = ", ".join(
+        f"{os.fspath(root / c)!r} has {n} image{'s' if n != 1 else ''}" for c, n in small
+    )
+    return ValueError(
+        f"Cannot split {os.fspath(root)!r}: class folder {folders}, too few for at "
+        f"least one image in each of train, val ({val_size}) and test ({test_size}); add "
+        "images to it, or move it out of the data folder."
+    )
+
+
 def split_folders(
     src: str | os.PathLike,
     dst: str | os.PathLike,
@@ -287,14 +303,17 @@ def split_folders(
                 f"{os.fspath(src)!r}), got shape {groups.shape}."
             )
 
-    parts = train_val_test_split(
-        np.arange(n),
-        val_size=val_size,
-        test_size=test_size,
-        stratify=data.target,
-        groups=groups,
-        random_state=random_state,
-    )
+    try:
+        parts = train_val_test_split(
+            np.arange(n),
+            val_size=val_size,
+            test_size=test_size,
+            stratify=data.target,
+            groups=groups,
+            random_state=random_state,
+        )
+    except ValueError as exc:
+        raise _split_error(src_path, data.target, exc, val_size, test_size) from exc
 
     # Built in a hidden sibling and renamed into place when complete: an error or
     # Ctrl-C leaves no half-copied dst (nor the parent folders made for it).

@@ -3,8 +3,8 @@
 :func:`fit_folder` is the work behind ``skconv fit`` and ``skconv demo``, callable from
 Python: it reads one folder of images per class (or a folder already split into
 ``train/``, ``val/`` and ``test/``), splits it, fits a classifier, evaluates it on the
-validation and test parts and writes the model and its report into a new folder, all of
-it or nothing.
+validation and test parts and writes the model and its report (``report.md`` and a
+self-contained ``report.html``) into a new folder, all of it or nothing.
 """
 
 from __future__ import annotations
@@ -21,9 +21,23 @@ from sklearn.utils import Bunch
 
 from . import __version__
 from ._io import atomic_dir, check_new_dir, dump_joblib, write_json, write_text
-from .datasets import load_image_folder
+from .datasets import _split_error, load_image_folder
 from .model_selection import find_near_duplicates, split_report, train_val_test_split
-from .report import evaluate, format_metrics, markdown_report, plot_confusion_matrix
+from .report import (
+    bootstrap_intervals,
+    classification_metrics,
+    format_metrics,
+    markdown_report,
+    plot_confusion_matrix,
+    predict_with_proba,
+)
+from .report_html import (
+    activation_gallery,
+    duplicate_summary,
+    html_report,
+    model_card,
+    plot_curves,
+)
 
 __all__ = ["fit_folder"]
 
@@ -32,7 +46,10 @@ MODES = ("features", "finetune")
 DEFAULT_BACKBONE = "efficientnet_lite0"  # small, CPU-friendly, packaged: works offline
 # Near-duplicate grouping when a folder is split here: the default of fit_folder and of
 # the command's --group-duplicates, so that changing it is this one line.
-DEFAULT_GROUP_DUPLICATES = False
+DEFAULT_GROUP_DUPLICATES = True
+#: Bootstrap resamples of the test part's metric intervals, and activation maps shown.
+N_RESAMPLES = 1000
+GALLERY = dict(n_right=4, n_wrong=4)
 
 
 def fit_folder(
@@ -57,10 +74,19 @@ def fit_folder(
     class), or a folder with ``train/``, ``val/`` and ``test/`` sub-folders of class
     folders (as :func:`~skconv.datasets.split_folders` writes), used as given. The model
     is fitted on the training part and evaluated on the validation and test parts; then
-    ``out`` receives ``model.joblib``, ``metrics.json``, ``report.md``,
+    ``out`` receives ``model.joblib``, ``metrics.json``, ``report.md``, ``report.html``,
     ``confusion_matrix.png`` (of the test part) and, for ``mode="finetune"``,
     ``learning_curves.png``. ``out`` is built under a temporary name and renamed into
     place at the end, so an error or Ctrl-C leaves nothing; ``data`` is only read.
+
+    The test part's metrics get 95 % percentile bootstrap intervals
+    (:func:`~skconv.report.bootstrap_intervals`, 1000 resamples, seeded by
+    ``random_state``). ``report.html`` is one self-contained page
+    (:func:`~skconv.report_html.html_report`): the split and class balance, the
+    near-duplicate groups with thumbnails, the metrics with their intervals, the
+    confusion matrix, ROC, precision-recall and reliability curves, the learning
+    curves, class activation maps of the test images the model was most sure of
+    (right and wrong), and a model card.
 
     Parameters
     ----------
@@ -89,10 +115,13 @@ def fit_folder(
         number of images. Not used when ``data`` is already split.
     test_size : float or int, default=0.15
         Test part when ``data`` is split here, as for ``val_size``.
-    group_duplicates : bool, default=False
+    group_duplicates : bool, default=True
         When ``data`` is split here, keep groups of near-duplicate images (found by
-        :func:`~skconv.model_selection.find_near_duplicates`) in one part, so that
-        copies cannot leak into the test part. Not used when ``data`` is already split.
+        :func:`~skconv.model_selection.find_near_duplicates`, which reads every image
+        once more: about 3 s for 780 images) in one part, so that copies cannot leak
+        into the test part; the report counts the groups and warns of those holding
+        more than one label. When none is found, the split is the plain stratified one.
+        Not used when ``data`` is already split.
     random_state : int or None, default=0
         Seed of the split and of the training; an int gives the same result twice.
     command : str or None, default=None
@@ -111,8 +140,13 @@ def fit_folder(
             A :class:`~sklearn.pipeline.Pipeline` (``"features"``) or a
             :class:`~skconv.FineTuneClassifier`, as saved in ``model.joblib``.
         metrics : dict
-            What ``metrics.json`` holds: the split, the model, and the metrics of the
-            ``"val"`` and ``"test"`` parts (see :func:`skconv.report.evaluate`).
+            What ``metrics.json`` holds: the split, ``grouped`` (whether near-duplicate
+            groups were kept in one part), ``duplicate_groups`` (groups of two or more
+            near-duplicates found; None if not searched), ``mixed_label_groups`` (the
+            file names of each group holding more than one label), the model, and the
+            metrics of the ``"val"`` and ``"test"`` parts (see
+            :func:`skconv.report.classification_metrics`); the test part's have
+            ``"intervals"`` (see :func:`skconv.report.bootstrap_intervals`).
         out : pathlib.Path
             The folder written.
         files : list of str
@@ -128,8 +162,10 @@ def fit_folder(
     ValueError
         If a parameter is invalid (an unknown ``backbone`` or ``mode``, ``epochs`` with
         ``"features"``, ``out`` inside ``data``); if ``data`` holds no images in class
-        folders, only some of ``train``, ``val`` and ``test``, or classes in ``val`` or
-        ``test`` that ``train`` lacks; or if the split cannot be made.
+        folders, a single class, only some of ``train``, ``val`` and ``test``, or
+        classes in ``val`` or ``test`` that ``train`` lacks; if an image does not
+        decode (the message names the file); or if the split cannot be made (the
+        message names the class folder that is too small).
 
     See Also
     --------
@@ -145,7 +181,9 @@ def fit_folder(
     >>> images = make_ultrasound_folder(tmp.name + "/us", n_per_class=8, random_state=0)
     >>> result = fit_folder(images, tmp.name + "/run", image_size=64, verbose=0)
     >>> result.files
-    ['confusion_matrix.png', 'metrics.json', 'model.joblib', 'report.md']
+    ['confusion_matrix.png', 'metrics.json', 'model.joblib', 'report.html', 'report.md']
+    >>> result.metrics["grouped"], result.metrics["duplicate_groups"]
+    (True, 0)
     >>> result.metrics["split"]["counts"]["benign"]
     {'total': 8, 'train': 5, 'val': 1, 'test': 2}
     >>> result.model.predict(result.paths["test"]).shape
@@ -199,13 +237,24 @@ def fit_folder(
     fit_s = time.perf_counter() - start
 
     start = time.perf_counter()
-    results = {p: evaluate(model, parts.paths[p], parts.target[p]) for p in ("val", "test")}
+    predictions = {p: predict_with_proba(model, parts.paths[p]) for p in ("val", "test")}
     eval_s = time.perf_counter() - start
+    results = {
+        p: classification_metrics(parts.target[p], *predictions[p], labels=model.classes_)
+        for p in ("val", "test")
+    }
+    results["test"]["intervals"] = bootstrap_intervals(
+        parts.target["test"],
+        *predictions["test"],
+        model.classes_,
+        n_resamples=N_RESAMPLES,
+        random_state=random_state,
+    )
     if verbose:
         for part, title in (("val", "Validation"), ("test", "Test")):
             print(f"\n{format_metrics(results[part], title=title)}")
 
-    metrics, report = _records(
+    metrics, report, page = _records(
         model,
         mode,
         backbone,
@@ -217,7 +266,15 @@ def fit_folder(
         fit_s=fit_s,
         eval_s=eval_s,
     )
-    _save(out, model, mode, metrics, report, results["test"])
+    y_pred, proba = predictions["test"]
+    if proba is not None:
+        page["figures"]["ROC, precision-recall and reliability, test part"] = plot_curves(
+            parts.target["test"], proba, model.classes_
+        )
+    page["gallery"], page["gallery_note"] = activation_gallery(
+        model, parts.paths["test"], parts.target["test"], y_pred, proba, **GALLERY
+    )
+    _save(out, model, mode, metrics, report, page, results["test"])
     return Bunch(
         model=model,
         metrics=metrics,
@@ -240,6 +297,7 @@ class _Parts:
     method: str  # how the parts were made, for the report
     table: str = ""  # split_report's text
     counts: dict = field(default_factory=dict)  # split_report's counts
+    duplicates: dict = field(default_factory=lambda: duplicate_summary([], [], None))
 
 
 def _load_parts(root: Path, *, val_size, test_size, group_duplicates, random_state, verbose):
@@ -275,6 +333,11 @@ def _presplit_layout(root: Path, what: str = "data") -> bool:
 
 def _load_presplit(root: Path) -> _Parts:
     loaded = {part: load_image_folder(root / part) for part in PARTS}
+    if len(loaded["train"].target_names) < 2:
+        raise ValueError(
+            f"{os.fspath(root / 'train')!r} has one class folder only; a classifier needs "
+            "at least two."
+        )
     known = set(loaded["train"].target_names)
     for part in ("val", "test"):
         unknown = sorted(set(loaded[part].target_names) - known)
@@ -295,29 +358,46 @@ def _split_here(
     root: Path, *, val_size, test_size, group_duplicates, random_state, verbose
 ) -> _Parts:
     data = load_image_folder(root)
+    if len(data.target_names) < 2:
+        raise ValueError(
+            f"data {os.fspath(root)!r} has one class folder only "
+            f"({os.fspath(root / str(data.target_names[0]))!r}); a classifier needs at "
+            "least two."
+        )
     groups = None
     how = f"split here: stratified by class, val {val_size}, test {test_size}, seed {random_state}"
     if group_duplicates:
         groups = find_near_duplicates(data.paths)
-        sizes = np.bincount(groups)
-        if verbose:
-            n_dup = int(sizes[sizes > 1].sum())
-            print(
-                f"Near-duplicates: {n_dup} of {len(groups)} images are in "
-                f"{int((sizes > 1).sum())} groups; each group stays in one part."
-            )
         how += ", near-duplicate groups kept in one part"
-    parts = train_val_test_split(
-        data.paths,
-        data.target,
-        val_size=val_size,
-        test_size=test_size,
-        stratify=data.target,
-        groups=groups,
-        random_state=random_state,
-    )
+    names = [Path(p).relative_to(root).as_posix() for p in data.paths]
+    duplicates = duplicate_summary(data.paths, data.target, groups, names=names)
+    if verbose and groups is not None:
+        print(
+            f"Near-duplicates: {duplicates['n_images']} of {len(groups)} images are in "
+            f"{duplicates['n_groups']} groups; each group stays in one part."
+        )
+        for group in duplicates["mixed"]:
+            print(
+                "Warning: near-duplicates with different labels: "
+                + ", ".join(f"{m['name']} ({m['label']})" for m in group)
+            )
+    try:
+        parts = train_val_test_split(
+            data.paths,
+            data.target,
+            val_size=val_size,
+            test_size=test_size,
+            stratify=data.target,
+            groups=groups,
+            random_state=random_state,
+        )
+    except ValueError as exc:
+        raise _split_error(root, data.target, exc, val_size, test_size) from exc
     return _Parts(
-        paths=dict(zip(PARTS, parts[:3])), target=dict(zip(PARTS, parts[3:])), method=how
+        paths=dict(zip(PARTS, parts[:3])),
+        target=dict(zip(PARTS, parts[3:])),
+        method=how,
+        duplicates=duplicates,
     )
 
 
@@ -390,14 +470,18 @@ def _describe_model(model, mode: str) -> dict:
 def _records(
     model, mode, backbone, parts, results, *, source, command, random_state, fit_s, eval_s
 ):
-    """metrics.json's content and report.md's text."""
+    """metrics.json's content, report.md's text and report.html's arguments."""
     description = _describe_model(model, mode)
+    duplicates = parts.duplicates
     metrics = {
         "skconv_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": command,
         "data": source,
         "split": {"method": parts.method, "seed": random_state, "counts": parts.counts},
+        "grouped": duplicates["grouped"],
+        "duplicate_groups": duplicates["n_groups"],
+        "mixed_label_groups": [[m["name"] for m in g] for g in duplicates["mixed"]],
         "model": description,
         "classes": [str(c) for c in model.classes_],
         "val": results["val"],
@@ -425,17 +509,38 @@ def _records(
     figures = {"Confusion matrix, test part": "confusion_matrix.png"}
     if mode == "finetune":
         figures["Learning curves"] = "learning_curves.png"
+    sections = {"Validation": results["val"], "Test": results["test"]}
+    title = f"skconv {mode} model: {backbone}"
     report = markdown_report(
-        {"Validation": results["val"], "Test": results["test"]},
-        title=f"skconv {mode} model: {backbone}",
+        sections,
+        title=title,
         details=details,
         split_table=parts.table,
         figures=figures,
+        duplicates=duplicates,
     )
-    return metrics, report
+    page = dict(
+        parts=sections,
+        title=title,
+        details=details,
+        split_table=parts.table,
+        split_counts=parts.counts,
+        duplicates=duplicates,
+        figures={},  # filled in by fit_folder and _save
+        card=model_card(
+            classes=model.classes_,
+            mode=mode,
+            backbone=details["backbone"],
+            data=source,
+            counts=parts.counts,
+            test=results["test"],
+            duplicates=duplicates,
+        ),
+    )
+    return metrics, report, page
 
 
-def _save(out: Path, model, mode: str, metrics: dict, report: str, test: dict) -> None:
+def _save(out: Path, model, mode: str, metrics: dict, report: str, page: dict, test: dict) -> None:
     """Write everything into ``out`` at once: all the files, or none."""
     with atomic_dir(out, what="out") as staging:
         dump_joblib(model, staging / "model.joblib")
@@ -447,7 +552,11 @@ def _save(out: Path, model, mode: str, metrics: dict, report: str, test: dict) -
             staging / "confusion_matrix.png",
             title=f"Test part ({test['n_samples']} images)",
         )
+        figures = {"Confusion matrix, test part": (staging / "confusion_matrix.png").read_bytes()}
+        figures.update(page["figures"])
         if mode == "finetune":
             from .report import plot_learning_curves
 
             plot_learning_curves(model, staging / "learning_curves.png")
+            figures["Learning curves"] = (staging / "learning_curves.png").read_bytes()
+        write_text(staging / "report.html", html_report(**{**page, "figures": figures}))

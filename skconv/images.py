@@ -408,6 +408,7 @@ def load_image(
 
 
 def _load_file(path: str, keep_gray: bool = False, min_side: int | None = None) -> Image.Image:
+    path = str(path)  # a NumPy string would show as np.str_('...') in the messages
     if not os.path.exists(path):
         raise ImageLoadError(f"Image file not found: {path!r}.")
     if os.path.isdir(path):

@@ -186,7 +186,16 @@ def train_val_test_split(
     :class:`~sklearn.model_selection.StratifiedGroupKFold`; the class proportions of
     each part then stay as close to the whole as the groups allow, and a group whose
     members carry different labels is fine. Part sizes follow the unstratified rounding
-    (780 samples: 546/117/117) up to what the groups allow.
+    (780 samples: 546/117/117) up to what the groups allow. Groups of one sample each
+    constrain nothing: the split is then the one made without ``groups``.
+
+    When to pass ``groups``: whenever one subject, scan or lesion can appear in more
+    than one sample, as in most medical image sets, where the same scan is re-cropped,
+    re-annotated or re-saved. Give ``groups=find_near_duplicates(X)`` (see
+    :func:`find_near_duplicates`), or patient identifiers when you have them;
+    otherwise copies land on both sides of the split and the test numbers are
+    optimistic. ``skconv fit`` and ``skconv split`` do this by default; this function
+    leaves ``groups=None`` as its default, like scikit-learn's splitters.
 
     Parameters
     ----------
@@ -278,6 +287,8 @@ def train_val_test_split(
         parts = [idx[:n_train], idx[n_train : n_train + n_val], idx[n_train + n_val :]]
     else:
         rng = check_random_state(random_state)
+        if "groups" in labels and len(labels["groups"][0]) == n_samples:
+            del labels["groups"]  # one sample per group: no constraint
         if "groups" in labels:
             group_names, group_codes = labels["groups"]
             if len(group_names) < 3:

@@ -8,6 +8,8 @@ The same numbers serve the ``skconv`` command, the benchmarks and a notebook:
   accuracy, balanced accuracy, macro-F1, macro one-vs-rest ROC AUC, per-class
   precision, recall and F1, and the confusion matrix;
 * :func:`evaluate` is both for an estimator and a data set;
+* :func:`bootstrap_intervals` gives each of those metrics a percentile bootstrap
+  interval over the samples (how much a small test part can say);
 * :func:`format_metrics` (console text), :func:`markdown_report` (``report.md``) and
   :func:`plot_confusion_matrix` (a PNG, drawn without pyplot, so it changes no global
   matplotlib state and needs no display) present them;
@@ -16,13 +18,18 @@ The same numbers serve the ``skconv`` command, the benchmarks and a notebook:
 
 from __future__ import annotations
 
+import numbers
 import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, validate_params
 
 __all__ = [
+    "bootstrap_intervals",
     "classification_metrics",
+    "duplicates_sentence",
     "evaluate",
     "format_metrics",
     "markdown_report",
@@ -222,6 +229,182 @@ def evaluate(estimator, X, y) -> dict:
     return classification_metrics(y, y_pred, proba, labels=estimator.classes_)
 
 
+def _codes(y: np.ndarray, labels: np.ndarray, name: str) -> np.ndarray:
+    """The index in ``labels`` of each element of ``y``; a ValueError for unknown ones."""
+    order = np.argsort(labels, kind="stable")
+    ordered = labels[order]
+    pos = np.clip(np.searchsorted(ordered, y), 0, len(labels) - 1)
+    unknown = ordered[pos] != y
+    if unknown.any():
+        raise ValueError(
+            f"{name} holds {_plain(y[unknown][0])!r}, which is not one of the labels "
+            f"{[_plain(c) for c in labels]}."
+        )
+    return order[pos]
+
+
+def _auc(positive: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC by the rank-sum (Mann-Whitney) formula, ties counted half; NaN if undefined."""
+    from scipy.stats import rankdata
+
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return np.nan
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+@validate_params(
+    {
+        "y_true": ["array-like"],
+        "y_pred": ["array-like"],
+        "y_proba": ["array-like", None],
+        "labels": ["array-like", None],
+        "n_resamples": [Interval(numbers.Integral, 1, None, closed="left")],
+        "confidence": [Interval(numbers.Real, 0, 1, closed="neither")],
+        "random_state": ["random_state"],
+    },
+    prefer_skip_nested_validation=True,
+)
+def bootstrap_intervals(
+    y_true,
+    y_pred,
+    y_proba=None,
+    labels=None,
+    *,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    random_state=0,
+) -> dict:
+    """Percentile bootstrap intervals of the metrics of :func:`classification_metrics`.
+
+    The samples (test images) are drawn with replacement ``n_resamples`` times; each
+    resample's metrics are computed as :func:`classification_metrics` defines them,
+    and the interval of a metric runs between the ``(1 - confidence) / 2`` and
+    ``(1 + confidence) / 2`` quantiles of its values. It says how far the number could
+    move on another test part of the same size from the same source; it does not
+    cover a shift to other data. A per-class recall, F1 or ROC AUC is left out of the
+    resamples that hold no sample of that class (a ROC AUC also of those holding only
+    that class), and the macro ROC AUC averages the classes defined in a resample.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        The true classes.
+    y_pred : array-like of shape (n_samples,)
+        The predicted classes.
+    y_proba : array-like of shape (n_samples, n_classes), default=None
+        Class probabilities, columns in the order of ``labels``; without them the ROC
+        AUC intervals are None.
+    labels : array-like of shape (n_classes,), default=None
+        The classes, as for :func:`classification_metrics`; None takes the sorted
+        union of ``y_true`` and ``y_pred``.
+    n_resamples : int, default=1000
+        Number of bootstrap resamples.
+    confidence : float, default=0.95
+        Coverage of the interval, in (0, 1).
+    random_state : int, RandomState instance or None, default=0
+        Seed of the resampling; an int gives the same intervals twice.
+
+    Returns
+    -------
+    intervals : dict
+        ``confidence``, ``n_resamples``, and for each of ``accuracy``,
+        ``balanced_accuracy``, ``f1_macro`` and ``roc_auc_ovr_macro`` a list
+        ``[low, high]`` (None if no resample defines the metric); ``per_class`` maps
+        each class to its ``precision``, ``recall``, ``f1`` and ``roc_auc`` intervals.
+
+    Raises
+    ------
+    ValueError
+        If the lengths differ, a class is not in ``labels``, or ``y_proba`` does not
+        have one column per label.
+
+    See Also
+    --------
+    classification_metrics : The point estimates.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skconv.report import bootstrap_intervals
+    >>> rng = np.random.default_rng(0)
+    >>> y_true = rng.integers(0, 2, 100)
+    >>> y_pred = np.where(rng.random(100) < 0.8, y_true, 1 - y_true)  # 80 % right
+    >>> ci = bootstrap_intervals(y_true, y_pred, random_state=0)
+    >>> low, high = ci["accuracy"]
+    >>> bool(low < (y_true == y_pred).mean() < high), bool(high - low < 0.2)
+    (True, True)
+    >>> sorted(ci["per_class"])
+    ['0', '1']
+    """
+    y_true = np.asarray(y_true).ravel()
+    y_pred = np.asarray(y_pred).ravel()
+    if y_true.shape != y_pred.shape or len(y_true) == 0:
+        raise ValueError(
+            "y_true and y_pred must have the same, non-zero length, got "
+            f"{len(y_true)} and {len(y_pred)}."
+        )
+    labels = np.unique(np.concatenate([y_true, y_pred])) if labels is None else labels
+    labels = np.asarray(labels)
+    n, k = len(y_true), len(labels)
+    true = _codes(y_true, labels, "y_true")
+    pred = _codes(y_pred, labels, "y_pred")
+    proba = None
+    if y_proba is not None:
+        proba = np.asarray(y_proba, dtype=float)
+        if proba.shape != (n, k):
+            raise ValueError(
+                f"y_proba must have shape (n_samples, n_classes) = ({n}, {k}), got {proba.shape}."
+            )
+
+    rng = check_random_state(random_state)
+    # One row per resample: accuracy, balanced accuracy, macro-F1, macro AUC, then
+    # precision, recall, F1 and AUC of each class.
+    values = np.full((n_resamples, 4 + 4 * k), np.nan)
+    for r in range(n_resamples):
+        idx = rng.randint(0, n, n)
+        t, p = true[idx], pred[idx]
+        cm = np.bincount(t * k + p, minlength=k * k).reshape(k, k)
+        tp, support, predicted = np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)
+        present = support > 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            precision = np.where(predicted > 0, tp / predicted, 0.0)
+            recall = np.where(present, tp / support, np.nan)
+            f1 = np.where(support + predicted > 0, 2 * tp / (support + predicted), 0.0)
+        auc = np.full(k, np.nan)
+        if proba is not None:
+            auc = np.array([_auc(t == c, proba[idx, c]) for c in range(k)])
+        values[r, :4] = [
+            tp.sum() / n,
+            recall[present].mean(),
+            f1.mean(),
+            np.nanmean(auc) if not np.isnan(auc).all() else np.nan,
+        ]
+        values[r, 4:] = np.concatenate([precision, recall, np.where(present, f1, np.nan), auc])
+
+    tail = 100 * (1 - confidence) / 2
+
+    def interval(column: np.ndarray):
+        column = column[~np.isnan(column)]
+        if not len(column):
+            return None
+        return [float(v) for v in np.percentile(column, [tail, 100 - tail])]
+
+    names = ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc_ovr_macro")
+    result = {"confidence": float(confidence), "n_resamples": int(n_resamples)}
+    result.update({name: interval(values[:, j]) for j, name in enumerate(names)})
+    result["per_class"] = {
+        str(_plain(cls)): {
+            name: interval(values[:, 4 + j * k + c])
+            for j, name in enumerate(("precision", "recall", "f1", "roc_auc"))
+        }
+        for c, cls in enumerate(labels)
+    }
+    return result
+
+
 # --------------------------------------------------------------------------- text
 
 
@@ -311,25 +494,52 @@ def _md_table(header: Sequence[Any], rows: Sequence[Sequence[Any]]) -> list[str]
     return lines
 
 
+def _fmt_interval(interval) -> str:
+    return "-" if interval is None else f"{interval[0]:.3f} to {interval[1]:.3f}"
+
+
+def _with_interval(value: Any, interval) -> str:
+    """A value with its interval in brackets, when it has one."""
+    return _fmt(value) if interval is None else f"{_fmt(value)} [{_fmt_interval(interval)}]"
+
+
 def _md_metrics(name: str, metrics: Mapping) -> list[str]:
     lines = [f"## {name} ({metrics['n_samples']} images)", ""]
-    lines += _md_table(
-        ["metric", "value"], [[label, _fmt(metrics[key])] for key, label in HEADLINE.items()]
-    )
+    ci = metrics.get("intervals")
+    if ci:
+        lines += _md_table(
+            ["metric", "value", f"{100 * ci['confidence']:g} % interval"],
+            [
+                [label, _fmt(metrics[key]), _fmt_interval(ci.get(key))]
+                for key, label in HEADLINE.items()
+            ],
+        )
+        lines += [
+            "",
+            f"Intervals: percentile bootstrap over the {metrics['n_samples']} images "
+            f"({ci['n_resamples']} resamples); per-class values show theirs in brackets.",
+        ]
+    else:
+        lines += _md_table(
+            ["metric", "value"], [[label, _fmt(metrics[key])] for key, label in HEADLINE.items()]
+        )
+    per_class_ci = (ci or {}).get("per_class", {})
     lines += ["", "Per class:", ""]
-    lines += _md_table(
-        ["class", "precision", "recall", "F1", "ROC AUC (one-vs-rest)", "support"],
-        [
+    rows = []
+    for cls, m in metrics["per_class"].items():
+        c = per_class_ci.get(cls, {})
+        rows.append(
             [
                 cls,
-                _fmt(m["precision"]),
-                _fmt(m["recall"]),
-                _fmt(m["f1"]),
-                _fmt(m["roc_auc"]),
+                *(_with_interval(m[key], c.get(key)) for key in ("precision", "recall", "f1")),
+                _with_interval(
+                    m["roc_auc"], c.get("roc_auc") if m["roc_auc"] is not None else None
+                ),
                 m["support"],
             ]
-            for cls, m in metrics["per_class"].items()
-        ],
+        )
+    lines += _md_table(
+        ["class", "precision", "recall", "F1", "ROC AUC (one-vs-rest)", "support"], rows
     )
     labels = [str(c) for c in metrics["labels"]]
     lines += ["", "Confusion matrix (rows: true class, columns: predicted class):", ""]
@@ -340,6 +550,64 @@ def _md_metrics(name: str, metrics: Mapping) -> list[str]:
     return lines + [""]
 
 
+def duplicates_sentence(summary: Mapping) -> str:
+    """One sentence on the near-duplicates found, for report.md and report.html.
+
+    Parameters
+    ----------
+    summary : mapping
+        As :func:`skconv.report_html.duplicate_summary` returns it.
+
+    Returns
+    -------
+    sentence : str
+        How many groups and images, and whether they were kept in one part.
+
+    Examples
+    --------
+    >>> from skconv.report import duplicates_sentence
+    >>> from skconv.report_html import duplicate_summary
+    >>> summary = duplicate_summary(["a", "b", "c"], [0, 0, 1], groups=[0, 0, 1])
+    >>> print(duplicates_sentence(summary))  # doctest: +NORMALIZE_WHITESPACE
+    1 group of two or more near-duplicate images (2 images) found; each group was kept in
+    one part of the split.
+    """
+    if not summary.get("searched"):
+        return (
+            "Near-duplicates were not searched for: copies of one image may sit in both "
+            "the training and the test part, which makes the test numbers optimistic."
+        )
+    n_groups, n_images = summary["n_groups"], summary["n_images"]
+    if not n_groups:
+        return "No near-duplicate images found."
+    kept = (
+        "; each group was kept in one part of the split"
+        if summary.get("grouped")
+        else ("; they were not kept together")
+    )
+    return (
+        f"{n_groups} group{'s' if n_groups != 1 else ''} of two or more near-duplicate "
+        f"images ({n_images} images) found{kept}."
+    )
+
+
+def _md_duplicates(summary: Mapping) -> list[str]:
+    lines = ["## Near-duplicates", "", duplicates_sentence(summary), ""]
+    mixed = summary.get("mixed", [])
+    if mixed:
+        lines += [
+            f"**Warning:** {len(mixed)} group{'s hold' if len(mixed) != 1 else ' holds'} "
+            "more than one label (the same image filed under two classes?):",
+            "",
+        ]
+        lines += [
+            "- " + ", ".join(f"{_md_cell(m['name'])} ({_md_cell(m['label'])})" for m in group)
+            for group in mixed
+        ]
+        lines += [""]
+    return lines
+
+
 def markdown_report(
     parts: Mapping[str, Mapping],
     *,
@@ -347,6 +615,7 @@ def markdown_report(
     details: Mapping[str, Any] | None = None,
     split_table: str | None = None,
     figures: Mapping[str, str] | None = None,
+    duplicates: Mapping[str, Any] | None = None,
 ) -> str:
     """Write evaluation results as a Markdown document.
 
@@ -354,7 +623,8 @@ def markdown_report(
     ----------
     parts : mapping of str to dict
         One section per evaluated part, e.g. ``{"Validation": m_val, "Test": m_test}``,
-        each dict as returned by :func:`classification_metrics`.
+        each dict as returned by :func:`classification_metrics`; one with an
+        ``"intervals"`` entry (from :func:`bootstrap_intervals`) shows them too.
     title : str, default="skconv report"
         The level-1 heading.
     details : mapping of str to object, default=None
@@ -364,6 +634,10 @@ def markdown_report(
         verbatim.
     figures : mapping of str to str, default=None
         Caption to image path (relative to the report), embedded at the end.
+    duplicates : mapping, default=None
+        Near-duplicate groups as :func:`skconv.report_html.duplicate_summary` returns
+        them: how many were found, and a warning listing the groups with more than one
+        label. None leaves the section out.
 
     Returns
     -------
@@ -385,6 +659,8 @@ def markdown_report(
         lines += [f"- {key}: {value}" for key, value in details.items()] + [""]
     if split_table is not None:
         lines += ["## Split", "", "```", split_table.rstrip("\n"), "```", ""]
+    if duplicates is not None:
+        lines += _md_duplicates(duplicates)
     for name, metrics in parts.items():
         lines += _md_metrics(name, metrics)
     for caption, path in (figures or {}).items():

@@ -14,7 +14,7 @@ from skconv.cli import main
 
 # Packaged, offline and the fastest on a CPU; the tests check the command, not accuracy.
 BACKBONE = "squeezenet1_1_caffe"
-FIT_FILES = ["confusion_matrix.png", "metrics.json", "model.joblib", "report.md"]
+FIT_FILES = ["confusion_matrix.png", "metrics.json", "model.joblib", "report.html", "report.md"]
 # Random weights at 32 px, for the explain tests: the command is under test, not the model.
 TINY = dict(backbone="resnet18", weights=None, image_size=32)
 

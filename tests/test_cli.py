@@ -48,6 +48,12 @@ def _error_cases(images, fitted, root):
     (root / "loose").mkdir()
     Image.new("L", (16, 16)).save(root / "loose" / "a.png")
     (root / "partsplit" / "train" / "a").mkdir(parents=True)
+    for name, sizes in (("small", (6, 2)), ("oneclass", (6,)), ("corrupt", (6, 6))):
+        for cls, n in zip(("a", "b"), sizes):
+            (root / name / cls).mkdir(parents=True)
+            for k in range(n):
+                Image.new("L", (16, 16), 40 * k).save(root / name / cls / f"{k}.png")
+    (root / "corrupt" / "b" / "3.png").write_bytes(b"not a png")
     model = str(fitted[0] / "model.joblib")
     image = str(next(images.glob("benign/*.png")))
     return {
@@ -56,6 +62,26 @@ def _error_cases(images, fitted, root):
         "empty folder": (["fit", str(root / "empty")], 1, "empty.*is empty"),
         "no class folders": (["fit", str(root / "loose")], 1, "no images in class folders"),
         "train without val": (["fit", str(root / "partsplit")], 1, "has train but no val"),
+        "class folder too small": (
+            ["fit", str(root / "small")],
+            1,
+            "Cannot split '.*small': class folder '.*small/b' has 2 images, too few",
+        ),
+        "one class folder": (
+            ["fit", str(root / "oneclass")],
+            1,
+            "data '.*oneclass' has one class folder only \\('.*oneclass/a'\\)",
+        ),
+        "corrupt image": (
+            ["fit", str(root / "corrupt")],
+            1,
+            "Cannot decode image file '.*corrupt/b/3.png'",
+        ),
+        "split class folder too small": (
+            ["split", str(root / "small"), str(root / "s")],
+            1,
+            "class folder '.*small/b' has 2 images, too few",
+        ),
         "unknown backbone": (
             ["fit", str(images), "--backbone", "resnet5O"],
             2,
@@ -140,6 +166,10 @@ CASES = [
     "empty folder",
     "no class folders",
     "train without val",
+    "class folder too small",
+    "one class folder",
+    "corrupt image",
+    "split class folder too small",
     "unknown backbone",
     "out not empty",
     "out inside data",
@@ -179,7 +209,15 @@ def test_errors_are_one_line_with_a_status_and_write_nothing(
     assert "Traceback" not in captured.err + captured.out
     assert list(workdir.iterdir()) == []  # no default skconv-out/
     assert {p: tree(p) for p in trees} == trees  # nothing written, nothing changed
-    assert sorted(p.name for p in root.iterdir()) == ["empty", "full", "loose", "partsplit"]
+    assert sorted(p.name for p in root.iterdir()) == [
+        "corrupt",
+        "empty",
+        "full",
+        "loose",
+        "oneclass",
+        "partsplit",
+        "small",
+    ]
 
 
 def test_traceback_option_shows_the_exception(tmp_path):

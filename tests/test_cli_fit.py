@@ -94,6 +94,9 @@ def test_fit_finetune(images, tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["model"]["mode"] == "finetune" and metrics["model"]["epochs_run"] == 1
     assert "![Learning curves](learning_curves.png)" in (out / "report.md").read_text()
+    page = (out / "report.html").read_text()
+    assert "<figcaption>Learning curves</figcaption>" in page
+    assert "Activation maps left out" not in page  # Grad-CAM explains the fine-tuned net
 
     model = joblib.load(out / "model.joblib")
     assert main(["predict", str(out), str(images / "normal")]) == 0
@@ -102,32 +105,28 @@ def test_fit_finetune(images, tmp_path, capsys):
     assert [line.split()[1] for line in lines] == model.predict(np.array(paths)).tolist()
 
 
-def test_fit_with_near_duplicate_groups(images, tmp_path, capsys):
-    out = tmp_path / "g"
-    assert (
-        main(
-            [
-                "fit",
-                str(images),
-                "--backbone",
-                BACKBONE,
-                "--image-size",
-                "32",
-                "--group-duplicates",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
-    assert "Near-duplicates:" in capsys.readouterr().out
-    assert (
-        "near-duplicate groups kept"
-        in json.loads((out / "metrics.json").read_text())["split"]["method"]
-    )
+def test_fit_groups_near_duplicates_unless_told_not_to(fitted, images, tmp_path, capsys):
+    out, stdout, _ = fitted
+    assert "Near-duplicates: 0 of 24 images are in 0 groups" in stdout  # the default
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["grouped"], metrics["duplicate_groups"]) == (True, 0)
+    assert "near-duplicate groups kept" in metrics["split"]["method"]
+
+    ungrouped = tmp_path / "g"
+    argv = ["fit", images, "--backbone", BACKBONE, "--image-size", "32", "--out", ungrouped]
+    code, stdout, stderr = run(*argv, "--no-group-duplicates")
+    assert code == 0, stderr
+    assert "Near-duplicates" not in stdout
+    metrics = json.loads((ungrouped / "metrics.json").read_text())
+    assert (metrics["grouped"], metrics["duplicate_groups"]) == (False, None)
+    assert "near-duplicate" not in metrics["split"]["method"]
+    # the old flag is still accepted
+    assert run(*argv[:-1], tmp_path / "h", "--group-duplicates")[0] == 0
 
 
-def test_a_failing_fit_leaves_nothing(images, tmp_path, capsys):
+@pytest.mark.parametrize("grouping", ["--group-duplicates", "--no-group-duplicates"])
+def test_a_failing_fit_leaves_nothing(images, tmp_path, capsys, grouping):
+    # Grouped, the file fails while near-duplicates are searched; else while fitting.
     data = tmp_path / "data"
     for cls in ("benign", "malignant", "normal"):
         (data / cls).mkdir(parents=True)
@@ -146,6 +145,7 @@ def test_a_failing_fit_leaves_nothing(images, tmp_path, capsys):
                 "32",
                 "--seed",
                 "3",
+                grouping,
                 "--out",
                 str(out),
             ]

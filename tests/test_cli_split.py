@@ -18,6 +18,7 @@ def test_split_then_fit_on_the_split_folders(images, tmp_path, capsys):
     dst = tmp_path / "split"
     assert main(["split", str(images), str(dst), "--seed", "1"]) == 0
     stdout = capsys.readouterr().out
+    assert "seed 1, near-duplicates kept together):" in stdout  # the default
     assert (
         "Class: normal\nTotal files: 8\nTraining files: 5\nValidation files: 1\n"
         "Test files: 2" in stdout

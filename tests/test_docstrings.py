@@ -26,6 +26,7 @@ MODULES = [
     "skconv.cli",
     "skconv.pooling",
     "skconv.report",
+    "skconv.report_html",
     "skconv.explain",
     "skconv.export",
     "skconv.persistence",

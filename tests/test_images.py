@@ -189,3 +189,12 @@ def test_load_batch_jpeg_draft_stays_within_a_gray_level_of_full_decoding(tmp_pa
     assert torch.equal(draft[2], full[2])  # too small to reduce: the same pixels
     expected = torch.stack([prep(load_image(p, min_side=2 * prep.resize_size)) for p in paths])
     assert torch.equal(draft, expected)
+
+
+def test_errors_name_a_numpy_string_path_plainly(tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png")
+    with pytest.raises(ImageLoadError) as info:
+        load_image(np.array([str(bad)])[0])
+    assert f"Cannot decode image file {str(bad)!r}" in str(info.value)
+    assert "np.str_" not in str(info.value)

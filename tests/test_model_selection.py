@@ -361,3 +361,15 @@ def test_busi_near_duplicate_recall():
         for p in parts:
             share = np.array([np.mean(y[p] == c) for c in data.target_names])
             assert np.abs(share - whole).max() < 0.01
+
+
+def test_groups_of_one_are_the_split_without_groups():
+    y = np.array(["malignant"] * 21 + ["benign"] * 44 + ["normal"] * 13)
+    X = np.arange(len(y))
+    plain = train_val_test_split(X, stratify=y, random_state=0)
+    singletons = train_val_test_split(X, stratify=y, groups=X[::-1], random_state=0)
+    assert all(np.array_equal(a, b) for a, b in zip(plain, singletons))
+    paired = np.arange(len(y)) // 2  # real groups: the grouped assignment
+    parts = train_val_test_split(X, stratify=y, groups=paired, random_state=0)
+    sets = [set(paired[p]) for p in parts]
+    assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])

@@ -11,6 +11,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from skconv.report import (
+    bootstrap_intervals,
     classification_metrics,
     evaluate,
     format_metrics,
@@ -235,3 +236,107 @@ def test_plot_learning_curves_writes_a_png_from_the_history(tmp_path, rows):
     with Image.open(path) as image:
         assert image.format == "PNG" and image.size[0] > 100
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.png"]
+
+
+# -- bootstrap_intervals -----------------------------------------------------------------
+
+
+def _noisy(n, seed=0, right=0.8):
+    """``n`` samples of three classes, about ``right`` of them predicted right."""
+    rng = np.random.default_rng(seed)
+    labels = np.array(["benign", "malignant", "normal"])
+    y_true = labels[rng.integers(0, 3, n)]
+    y_pred = np.where(rng.random(n) < right, y_true, labels[rng.integers(0, 3, n)])
+    proba = rng.dirichlet([1, 1, 1], size=n)
+    proba[np.arange(n), np.searchsorted(labels, y_pred)] += 1.0
+    return y_true, y_pred, proba / proba.sum(axis=1, keepdims=True), labels
+
+
+def _width(interval):
+    return interval[1] - interval[0]
+
+
+def test_bootstrap_intervals_contain_the_point_estimates():
+    y_true, y_pred, proba, labels = _noisy(200)
+    point = classification_metrics(y_true, y_pred, proba, labels=labels)
+    ci = bootstrap_intervals(y_true, y_pred, proba, labels, n_resamples=500, random_state=0)
+    assert ci["confidence"] == 0.95 and ci["n_resamples"] == 500
+    for key in ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc_ovr_macro"):
+        low, high = ci[key]
+        assert low < point[key] < high, key
+    for cls in labels:
+        for key in ("precision", "recall", "f1", "roc_auc"):
+            low, high = ci["per_class"][cls][key]
+            assert low <= point["per_class"][cls][key] <= high, (cls, key)
+            assert 0.0 <= low < high <= 1.0
+
+
+def test_bootstrap_intervals_match_the_metrics_definition():
+    # Every sample right: every resample scores 1, so the interval is the point itself.
+    y = np.array(["a", "b", "c"] * 10)
+    proba = np.eye(3)[np.tile([0, 1, 2], 10)]
+    ci = bootstrap_intervals(y, y, proba, ["a", "b", "c"], n_resamples=50)
+    assert ci["accuracy"] == [1.0, 1.0] and ci["roc_auc_ovr_macro"] == [1.0, 1.0]
+    assert ci["per_class"]["b"]["recall"] == [1.0, 1.0]
+
+
+def test_bootstrap_intervals_narrow_with_more_data():
+    small = bootstrap_intervals(*_noisy(40)[:3], n_resamples=400)
+    large = bootstrap_intervals(*_noisy(1000)[:3], n_resamples=400)
+    for key in ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc_ovr_macro"):
+        assert _width(large[key]) < _width(small[key]) / 2, key
+
+
+def test_bootstrap_intervals_are_deterministic_with_a_seed():
+    y_true, y_pred, proba, labels = _noisy(60)
+    first = bootstrap_intervals(y_true, y_pred, proba, labels, n_resamples=200, random_state=3)
+    again = bootstrap_intervals(y_true, y_pred, proba, labels, n_resamples=200, random_state=3)
+    other = bootstrap_intervals(y_true, y_pred, proba, labels, n_resamples=200, random_state=4)
+    assert first == again
+    assert first != other
+
+
+def test_bootstrap_intervals_without_proba_and_with_a_rare_class():
+    y_true = np.array(["a"] * 30 + ["b"] * 29 + ["c"])  # "c" missing from most resamples
+    y_pred = y_true.copy()
+    y_pred[:5] = "b"
+    ci = bootstrap_intervals(y_true, y_pred, n_resamples=200, random_state=0)
+    assert ci["roc_auc_ovr_macro"] is None and ci["per_class"]["a"]["roc_auc"] is None
+    assert ci["per_class"]["c"]["recall"] == [1.0, 1.0]  # from the resamples that hold it
+    low, high = ci["accuracy"]
+    assert low < 55 / 60 < high
+
+
+def test_bootstrap_intervals_errors():
+    with pytest.raises(ValueError, match="same, non-zero length"):
+        bootstrap_intervals(["a", "b"], ["a"])
+    with pytest.raises(ValueError, match="y_true holds 'z', which is not one of the labels"):
+        bootstrap_intervals(["a", "z"], ["a", "a"], labels=["a", "b"])
+    with pytest.raises(ValueError, match=r"y_proba must have shape \(n_samples, n_classes\)"):
+        bootstrap_intervals(["a", "b"], ["a", "b"], [[1.0], [0.0]], ["a", "b"])
+    with pytest.raises(ValueError, match="n_resamples"):
+        bootstrap_intervals(["a", "b"], ["a", "b"], n_resamples=0)
+
+
+def test_markdown_report_shows_intervals_and_duplicates(three_class):
+    from skconv.report_html import duplicate_summary
+
+    y_true, y_pred, proba, labels = three_class
+    m = classification_metrics(y_true, y_pred, proba, labels=labels)
+    m["intervals"] = bootstrap_intervals(y_true, y_pred, proba, labels, n_resamples=100)
+    dups = duplicate_summary(
+        ["b/1.png", "m/1.png", "b/2.png", "b/3.png", "n/1.png"],
+        ["benign", "malignant", "benign", "benign", "normal"],
+        [0, 0, 1, 1, 2],
+    )
+    md = markdown_report({"Test": m}, duplicates=dups)
+    low, high = m["intervals"]["accuracy"]
+    assert f"| accuracy | {m['accuracy']:.3f} | {low:.3f} to {high:.3f} |" in md
+    assert "| metric | value | 95 % interval |" in md
+    p = m["intervals"]["per_class"]["normal"]["recall"]
+    assert f"{m['per_class']['normal']['recall']:.3f} [{p[0]:.3f} to {p[1]:.3f}]" in md
+    assert "2 groups of two or more near-duplicate images (4 images) found" in md
+    assert "**Warning:** 1 group holds more than one label" in md
+    assert "- b/1.png (benign), m/1.png (malignant)" in md
+    not_searched = markdown_report({"Test": m}, duplicates=duplicate_summary([], [], None))
+    assert "Near-duplicates were not searched for" in not_searched

@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     >>> tmp = tempfile.TemporaryDirectory()
     >>> src = make_ultrasound_folder(tmp.name + "/us", n_per_class=5, random_state=0)
     >>> main(["split", str(src), tmp.name + "/split"])  # doctest: +ELLIPSIS
-    Splitting .../us (val 0.15, test 0.15, stratified by class, seed 0):
+    Splitting .../us (val 0.15, test 0.15, stratified by class, seed 0, near-duplicates ...):
     ...
     Copied 15 images into .../split/train, val and test; .../split/manifest.csv lists them.
     0

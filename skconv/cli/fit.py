@@ -32,12 +32,13 @@ def register(verbs, parents) -> None:
         parents=parents,
         help="fit a classifier, evaluate it, save model and report",
         description="Fit an image classifier on DATA, evaluate it on the validation and test "
-        "parts, and save model.joblib, metrics.json, report.md and "
-        "confusion_matrix.png (and learning_curves.png for --mode finetune) into "
-        "--out. DATA is either one folder of images per class, which is split "
-        "here (70:15:15 by default, stratified by class), or a folder with "
-        "train/, val/ and test/ sub-folders, each with one folder per class (as "
-        "'skconv split' makes).",
+        "parts, and save model.joblib, metrics.json, report.md, report.html (one "
+        "self-contained page: metrics with bootstrap intervals, curves, activation "
+        "maps, model card) and confusion_matrix.png (and learning_curves.png for "
+        "--mode finetune) into --out. DATA is either one folder of images per class, "
+        "which is split here (70:15:15 by default, stratified by class, near-duplicate "
+        "images kept in one part), or a folder with train/, val/ and test/ "
+        "sub-folders, each with one folder per class (as 'skconv split' makes).",
     )
     p.add_argument(
         "data",

@@ -22,7 +22,8 @@ def register(verbs, parents) -> None:
         parents=parents,
         help="copy an image folder into train/val/test folders",
         description="Copy SRC (one folder of images per class) into DST/train, DST/val and "
-        "DST/test, each with one folder per class, stratified by class, and "
+        "DST/test, each with one folder per class, stratified by class and with "
+        "near-duplicate images kept in one part (unless --no-group-duplicates), and "
         "print how many images of each class went where. SRC is only read; "
         "DST/manifest.csv lists every copy.",
     )

@@ -49,6 +49,7 @@ def fit_folder(
     random_state: int | None = 0,
     command: str | None = None,
     verbose: int = 1,
+    compare: bool = False,
 ) -> Bunch:
     """Split an image folder, fit a classifier, evaluate it and save everything.
 
@@ -101,6 +102,12 @@ def fit_folder(
     verbose : int, default=1
         0 prints nothing; 1 prints the split table, a progress bar while fitting and
         the metrics of the validation and test parts.
+    compare : bool, default=False
+        Put the three ways side by side instead of fitting one model: fixed features
+        for every offline backbone, fine-tuning (of ``backbone``, for at most
+        ``epochs``) and their ensemble, by :func:`skconv.compare.compare_ways`; save
+        the one with the best validation score, with ``leaderboard.csv`` and a
+        leaderboard in ``report.md``. ``mode`` must stay ``"features"``.
 
     Returns
     -------
@@ -120,6 +127,9 @@ def fit_folder(
         paths, target : dict of str to ndarray
             The image paths and classes of each part, keyed ``"train"``, ``"val"`` and
             ``"test"``.
+        leaderboard : list of dict
+            Only with ``compare=True``: the rows of ``leaderboard.csv``, as
+            :func:`skconv.compare.compare_ways` returns them.
 
     Raises
     ------
@@ -154,7 +164,9 @@ def fit_folder(
     """
     if mode not in MODES:
         raise ValueError(f"mode must be 'features' or 'finetune', got {mode!r}.")
-    if epochs is not None and mode != "finetune":
+    if compare and mode != "features":
+        raise ValueError(f"compare=True fits both modes; leave mode at 'features', got {mode!r}.")
+    if epochs is not None and mode != "finetune" and not compare:
         raise ValueError(
             "epochs applies to mode='finetune' only; the features mode has no epochs."
         )
@@ -181,6 +193,20 @@ def fit_folder(
     if verbose:
         print(f"Data: {os.fspath(root)} ({parts.method})\n")
         print(parts.table, end="")
+    if compare:
+        from .compare import _fit_parts
+
+        return _fit_parts(
+            out,
+            parts,
+            source=os.fspath(root.resolve()),
+            backbone=backbone,
+            image_size=image_size,
+            epochs=epochs,
+            random_state=random_state,
+            command=command,
+            verbose=verbose,
+        )
 
     model = _build_model(
         mode,
@@ -240,6 +266,7 @@ class _Parts:
     method: str  # how the parts were made, for the report
     table: str = ""  # split_report's text
     counts: dict = field(default_factory=dict)  # split_report's counts
+    groups: dict | None = None  # part -> near-duplicate groups, when split by them
 
 
 def _load_parts(root: Path, *, val_size, test_size, group_duplicates, random_state, verbose):
@@ -310,6 +337,7 @@ def _split_here(
     parts = train_val_test_split(
         data.paths,
         data.target,
+        *([] if groups is None else [groups]),
         val_size=val_size,
         test_size=test_size,
         stratify=data.target,
@@ -317,7 +345,10 @@ def _split_here(
         random_state=random_state,
     )
     return _Parts(
-        paths=dict(zip(PARTS, parts[:3])), target=dict(zip(PARTS, parts[3:])), method=how
+        paths=dict(zip(PARTS, parts[:3])),
+        target=dict(zip(PARTS, parts[3:6])),
+        method=how,
+        groups=None if groups is None else dict(zip(PARTS, parts[6:])),
     )
 
 

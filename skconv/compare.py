@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.utils import Bunch
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
+from threadpoolctl import threadpool_limits
 
 __all__ = ["compare_ways", "offline_backbones"]
 
@@ -236,6 +237,87 @@ def compare_ways(
     if len(unseen):
         raise ValueError(f"y_val or y_test hold classes that y_train lacks: {unseen.tolist()}.")
 
+    # The heads are small: one BLAS thread fits them fastest, and on a shared CPU more
+    # threads can thrash (a LogisticRegression on BUSI's Lite0 features took 19 s with
+    # 2 OpenBLAS threads on a busy 2-core machine, 0.6 s with one).
+    with threadpool_limits(limits=1, user_api="blas"):
+        entries = _contenders(
+            backbones,
+            ft_params,
+            X_train,
+            y_train,
+            X_val,
+            y_val,
+            X_test,
+            groups_train,
+            groups_val,
+            image_size=image_size,
+            Cs=Cs,
+            cv=cv,
+            scoring=scoring,
+            random_state=random_state,
+            verbose=verbose,
+        )
+
+    metrics, rows = {}, []
+    for e in entries:
+        val_pred = classes[np.argmax(e["val_proba"], axis=1)]
+        test_pred = classes[np.argmax(e["test_proba"], axis=1)]
+        metrics[e["name"]] = {
+            "val": _metrics(y_val, val_pred, e["val_proba"], classes),
+            "test": _metrics(y_test, test_pred, e["test_proba"], classes),
+        }
+        rows.append(_row(e, metrics[e["name"]], scoring, classes))
+    # A stable sort: equal scores keep the contenders' order.
+    rows.sort(key=lambda r: np.inf if r["val_score"] is None else -r["val_score"])
+    selection = (
+        f"the best {_SCORING_NAMES[scoring]} on the validation part ({len(X_val)} images): "
+        "out-of-fold predictions of the heads' cross-validation on train and validation "
+        "for feature models, the fine-tuned model's own predictions (it stopped early on "
+        "these images, so its score is optimistic), and their mean for the ensemble; "
+        "not the test score"
+    )
+    if verbose:
+        print("\nLeaderboard (test part; chosen by validation score):")
+        print("\n".join(_leaderboard_text(rows)), flush=True)
+    return Bunch(
+        leaderboard=rows,
+        best=rows[0]["model"],
+        models={e["name"]: e["model"] for e in entries},
+        metrics=metrics,
+        selection=selection,
+    )
+
+
+_SCORING_NAMES = {
+    "balanced_accuracy": "balanced accuracy",
+    "accuracy": "accuracy",
+    "roc_auc_ovr": "macro ROC AUC (one-vs-rest)",
+}
+
+
+# --------------------------------------------------------------------------- contenders
+
+
+def _contenders(
+    backbones,
+    ft_params,
+    X_train,
+    y_train,
+    X_val,
+    y_val,
+    X_test,
+    groups_train,
+    groups_val,
+    *,
+    image_size,
+    Cs,
+    cv,
+    scoring,
+    random_state,
+    verbose,
+) -> list[dict]:
+    """Fit every contender in turn: one dict each (model, probabilities, timings)."""
     # Feature heads: fitted and cross-validated on train and validation together.
     X_fit = np.concatenate([X_train, X_val])
     y_fit = np.concatenate([y_train, y_val])
@@ -245,9 +327,13 @@ def compare_ways(
 
     n_contenders = len(backbones) + (ft_params["backbone"] is not None) * (1 + bool(backbones))
     say = _Say(verbose, n_contenders)
-    entries = []  # (name, way, backbone, model, info, val_proba, test_proba)
+    entries = []
     for backbone in backbones:
-        say.start(f"features {backbone}", f"{len(X_fit)} images, grid search of C by {folds}")
+        say.start(
+            f"features {backbone}",
+            f"{len(X_fit)} images; C by {folds.get_n_splits()}-fold "
+            f"{type(folds).__name__} on the cached features",
+        )
         entry = _fit_features(
             backbone,
             X_fit,
@@ -292,45 +378,7 @@ def compare_ways(
             ensemble = _ensemble(best_features, entry, X_val, y_val)
             entries.append(ensemble)
             say.end(ensemble, scoring, y_val)
-
-    metrics, rows = {}, []
-    for e in entries:
-        val_pred = classes[np.argmax(e["val_proba"], axis=1)]
-        test_pred = classes[np.argmax(e["test_proba"], axis=1)]
-        metrics[e["name"]] = {
-            "val": _metrics(y_val, val_pred, e["val_proba"], classes),
-            "test": _metrics(y_test, test_pred, e["test_proba"], classes),
-        }
-        rows.append(_row(e, metrics[e["name"]], scoring, classes))
-    # A stable sort: equal scores keep the contenders' order.
-    rows.sort(key=lambda r: np.inf if r["val_score"] is None else -r["val_score"])
-    selection = (
-        f"the best {_SCORING_NAMES[scoring]} on the validation part ({len(X_val)} images): "
-        "out-of-fold predictions of the heads' cross-validation on train and validation "
-        "for feature models, the fine-tuned model's own predictions (it stopped early on "
-        "these images, so its score is optimistic), and their mean for the ensemble; "
-        "not the test score"
-    )
-    if verbose:
-        print("\nLeaderboard (test part; chosen by validation score):")
-        print("\n".join(leaderboard_text(rows)), flush=True)
-    return Bunch(
-        leaderboard=rows,
-        best=rows[0]["model"],
-        models={e["name"]: e["model"] for e in entries},
-        metrics=metrics,
-        selection=selection,
-    )
-
-
-_SCORING_NAMES = {
-    "balanced_accuracy": "balanced accuracy",
-    "accuracy": "accuracy",
-    "roc_auc_ovr": "macro ROC AUC (one-vs-rest)",
-}
-
-
-# --------------------------------------------------------------------------- contenders
+    return entries
 
 
 def _as_array(X):
@@ -602,14 +650,14 @@ def _fmt(value) -> str:
     return "-" if value is None or not np.isfinite(value) else f"{value:.3f}"
 
 
-def leaderboard_text(rows) -> list[str]:
+def _leaderboard_text(rows) -> list[str]:
     """The leaderboard as aligned plain-text lines, for a console."""
     from .report import text_table
 
     return text_table(*_cells(rows))
 
 
-def leaderboard_markdown(rows, selection: str) -> str:
+def _leaderboard_markdown(rows, selection: str) -> str:
     """The leaderboard as a Markdown section: the table and how the model was chosen."""
     from .report import _md_table
 
@@ -729,7 +777,7 @@ def _fit_parts(
     )
     head, sep, tail = report.partition("\n## ")
     report = (
-        f"{head}\n{leaderboard_markdown(comparison.leaderboard, comparison.selection)}{sep}{tail}"
+        f"{head}\n{_leaderboard_markdown(comparison.leaderboard, comparison.selection)}{sep}{tail}"
     )
 
     with atomic_dir(out, what="out") as staging:

@@ -608,8 +608,9 @@ class _Say:
 
     def end(self, entry, scoring, y_val):
         if self.verbose:
+            fitted = "members fitted" if entry["way"] == "ensemble" else "fitted"
             print(
-                f"[{self.k}/{self.total}] {entry['name']}: fitted in {entry['fit_s']:.1f} s "
+                f"[{self.k}/{self.total}] {entry['name']}: {fitted} in {entry['fit_s']:.1f} s "
                 f"({entry['chosen']}); validation {_SCORING_NAMES[scoring]} "
                 f"{_score(scoring, y_val, entry):.3f}",
                 flush=True,

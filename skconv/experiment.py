@@ -66,6 +66,7 @@ def fit_folder(
     random_state: int | None = 0,
     command: str | None = None,
     verbose: int = 1,
+    compare: bool = False,
 ) -> Bunch:
     """Split an image folder, fit a classifier, evaluate it and save everything.
 
@@ -130,6 +131,12 @@ def fit_folder(
     verbose : int, default=1
         0 prints nothing; 1 prints the split table, a progress bar while fitting and
         the metrics of the validation and test parts.
+    compare : bool, default=False
+        Put the three ways side by side instead of fitting one model: fixed features
+        for every offline backbone, fine-tuning (of ``backbone``, for at most
+        ``epochs``) and their ensemble, by :func:`skconv.compare.compare_ways`; save
+        the one with the best validation score, with ``leaderboard.csv`` and a
+        leaderboard in ``report.md``. ``mode`` must stay ``"features"``.
 
     Returns
     -------
@@ -154,6 +161,9 @@ def fit_folder(
         paths, target : dict of str to ndarray
             The image paths and classes of each part, keyed ``"train"``, ``"val"`` and
             ``"test"``.
+        leaderboard : list of dict
+            Only with ``compare=True``: the rows of ``leaderboard.csv``, as
+            :func:`skconv.compare.compare_ways` returns them.
 
     Raises
     ------
@@ -192,7 +202,9 @@ def fit_folder(
     """
     if mode not in MODES:
         raise ValueError(f"mode must be 'features' or 'finetune', got {mode!r}.")
-    if epochs is not None and mode != "finetune":
+    if compare and mode != "features":
+        raise ValueError(f"compare=True fits both modes; leave mode at 'features', got {mode!r}.")
+    if epochs is not None and mode != "finetune" and not compare:
         raise ValueError(
             "epochs applies to mode='finetune' only; the features mode has no epochs."
         )
@@ -219,22 +231,35 @@ def fit_folder(
     if verbose:
         print(f"Data: {os.fspath(root)} ({parts.method})\n")
         print(parts.table, end="")
+    chosen = None
+    if compare:
+        from .compare import _choose
 
-    model = _build_model(
-        mode,
-        backbone,
-        image_size=image_size,
-        epochs=epochs,
-        random_state=random_state,
-        validation=(parts.paths["val"], parts.target["val"]),
-        verbose=verbose,
-    )
-    n_train = len(parts.paths["train"])
-    if verbose:
-        print(f"\nFitting {mode} model on {n_train} images, backbone {backbone}:", flush=True)
-    start = time.perf_counter()
-    model.fit(parts.paths["train"], parts.target["train"])
-    fit_s = time.perf_counter() - start
+        chosen = _choose(
+            parts,
+            backbone=backbone,
+            image_size=image_size,
+            epochs=epochs,
+            random_state=random_state,
+            verbose=verbose,
+        )
+        model, mode, fit_s = chosen.model, chosen.mode, chosen.fit_s
+    else:
+        model = _build_model(
+            mode,
+            backbone,
+            image_size=image_size,
+            epochs=epochs,
+            random_state=random_state,
+            validation=(parts.paths["val"], parts.target["val"]),
+            verbose=verbose,
+        )
+        n_train = len(parts.paths["train"])
+        if verbose:
+            print(f"\nFitting {mode} model on {n_train} images, backbone {backbone}:", flush=True)
+        start = time.perf_counter()
+        model.fit(parts.paths["train"], parts.target["train"])
+        fit_s = time.perf_counter() - start
 
     start = time.perf_counter()
     predictions = {p: predict_with_proba(model, parts.paths[p]) for p in ("val", "test")}
@@ -265,6 +290,7 @@ def fit_folder(
         random_state=random_state,
         fit_s=fit_s,
         eval_s=eval_s,
+        chosen=chosen,
     )
     y_pred, proba = predictions["test"]
     if proba is not None:
@@ -274,7 +300,13 @@ def fit_folder(
     page["gallery"], page["gallery_note"] = activation_gallery(
         model, parts.paths["test"], parts.target["test"], y_pred, proba, **GALLERY
     )
-    _save(out, model, mode, metrics, report, page, results["test"])
+    if chosen is not None:
+        finetuned = chosen.finetuned
+    else:
+        finetuned = model if mode == "finetune" else None
+    leaderboard = None if chosen is None else chosen.leaderboard
+    _save(out, model, metrics, report, page, results["test"], finetuned, leaderboard)
+    extra = {} if chosen is None else {"leaderboard": chosen.leaderboard}
     return Bunch(
         model=model,
         metrics=metrics,
@@ -282,6 +314,7 @@ def fit_folder(
         files=sorted(p.name for p in out.iterdir()),
         paths=parts.paths,
         target=parts.target,
+        **extra,
     )
 
 
@@ -298,6 +331,7 @@ class _Parts:
     table: str = ""  # split_report's text
     counts: dict = field(default_factory=dict)  # split_report's counts
     duplicates: dict = field(default_factory=lambda: duplicate_summary([], [], None))
+    groups: dict | None = None  # part -> near-duplicate groups, when split by them
 
 
 def _load_parts(root: Path, *, val_size, test_size, group_duplicates, random_state, verbose):
@@ -385,6 +419,7 @@ def _split_here(
         parts = train_val_test_split(
             data.paths,
             data.target,
+            *([] if groups is None else [groups]),
             val_size=val_size,
             test_size=test_size,
             stratify=data.target,
@@ -395,9 +430,10 @@ def _split_here(
         raise _split_error(root, data.target, exc, val_size, test_size) from exc
     return _Parts(
         paths=dict(zip(PARTS, parts[:3])),
-        target=dict(zip(PARTS, parts[3:])),
+        target=dict(zip(PARTS, parts[3:6])),
         method=how,
         duplicates=duplicates,
+        groups=None if groups is None else dict(zip(PARTS, parts[6:])),
     )
 
 
@@ -468,10 +504,24 @@ def _describe_model(model, mode: str) -> dict:
 
 
 def _records(
-    model, mode, backbone, parts, results, *, source, command, random_state, fit_s, eval_s
+    model,
+    mode,
+    backbone,
+    parts,
+    results,
+    *,
+    source,
+    command,
+    random_state,
+    fit_s,
+    eval_s,
+    chosen=None,
 ):
-    """metrics.json's content, report.md's text and report.html's arguments."""
-    description = _describe_model(model, mode)
+    """metrics.json's content, report.md's text and report.html's arguments.
+
+    ``chosen`` is what ``compare=True`` chose (see ``skconv.compare._choose``), or None.
+    """
+    description = _describe_model(model, mode) if chosen is None else chosen.description
     duplicates = parts.duplicates
     metrics = {
         "skconv_version": __version__,
@@ -488,29 +538,36 @@ def _records(
         "test": results["test"],
         "timing_s": {"fit": round(fit_s, 3), "evaluate": round(eval_s, 3)},
     }
+    if chosen is not None:
+        metrics["compare"] = {"selected_by": chosen.selection, "leaderboard": chosen.leaderboard}
+    members = description.get("members", [description])
     details = {
         "data": source,
         "split": parts.method,
         "mode": mode,
-        "backbone": f"{description['backbone']['name']} (weights "
-        f"{description['backbone']['weights']})",
-        "input size": f"{description['image_size']} px",
+        "backbone": " + ".join(
+            f"{m['backbone']['name']} (weights {m['backbone']['weights']})" for m in members
+        ),
+        "input size": " + ".join(f"{m['image_size']} px" for m in members),
         "classes": ", ".join(map(str, model.classes_)),
         "fit time": f"{fit_s:.1f} s on {len(parts.paths['train'])} images",
         "skconv": __version__,
     }
+    if chosen is not None:
+        details["model"] = chosen.name
+        details["chosen by"] = chosen.selection
     if command:
         details = {"command": f"`{command}`", **details}
-    if mode == "finetune":
+    if mode in ("finetune", "ensemble"):
         details["note"] = (
             "the validation part chose the epoch kept (early stopping), so its "
             "numbers are optimistic; the test part was not seen in training"
         )
     figures = {"Confusion matrix, test part": "confusion_matrix.png"}
-    if mode == "finetune":
+    if mode in ("finetune", "ensemble"):
         figures["Learning curves"] = "learning_curves.png"
     sections = {"Validation": results["val"], "Test": results["test"]}
-    title = f"skconv {mode} model: {backbone}"
+    title = f"skconv {mode} model: {backbone}" if chosen is None else chosen.title
     report = markdown_report(
         sections,
         title=title,
@@ -519,6 +576,9 @@ def _records(
         figures=figures,
         duplicates=duplicates,
     )
+    if chosen is not None:  # the leaderboard first, before the chosen model's details
+        head, sep, tail = report.partition("\n## ")
+        report = f"{head}\n{chosen.markdown}{sep}{tail}"
     page = dict(
         parts=sections,
         title=title,
@@ -527,6 +587,7 @@ def _records(
         split_counts=parts.counts,
         duplicates=duplicates,
         figures={},  # filled in by fit_folder and _save
+        leaderboard=None if chosen is None else chosen.leaderboard,
         card=model_card(
             classes=model.classes_,
             mode=mode,
@@ -540,12 +601,20 @@ def _records(
     return metrics, report, page
 
 
-def _save(out: Path, model, mode: str, metrics: dict, report: str, page: dict, test: dict) -> None:
-    """Write everything into ``out`` at once: all the files, or none."""
+def _save(out: Path, model, metrics, report, page, test, finetuned, leaderboard) -> None:
+    """Write everything into ``out`` at once: all the files, or none.
+
+    ``finetuned`` is the fine-tuned network whose learning curves are drawn (None for
+    none); ``leaderboard`` the rows of ``leaderboard.csv`` (None for none).
+    """
     with atomic_dir(out, what="out") as staging:
         dump_joblib(model, staging / "model.joblib")
         write_json(staging / "metrics.json", metrics)
         write_text(staging / "report.md", report)
+        if leaderboard is not None:
+            from .compare import _write_csv
+
+            _write_csv(staging / "leaderboard.csv", leaderboard)
         plot_confusion_matrix(
             test["confusion_matrix"],
             test["labels"],
@@ -554,9 +623,9 @@ def _save(out: Path, model, mode: str, metrics: dict, report: str, page: dict, t
         )
         figures = {"Confusion matrix, test part": (staging / "confusion_matrix.png").read_bytes()}
         figures.update(page["figures"])
-        if mode == "finetune":
+        if finetuned is not None:
             from .report import plot_learning_curves
 
-            plot_learning_curves(model, staging / "learning_curves.png")
+            plot_learning_curves(finetuned, staging / "learning_curves.png")
             figures["Learning curves"] = (staging / "learning_curves.png").read_bytes()
         write_text(staging / "report.html", html_report(**{**page, "figures": figures}))

@@ -156,3 +156,30 @@ def test_a_failing_fit_leaves_nothing(images, tmp_path, capsys, grouping):
     assert err.strip().splitlines()[-1].startswith("skconv: error: ")
     assert "normal_000.png" in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_fit_compare(images, tmp_path, monkeypatch):
+    import skconv.compare
+
+    monkeypatch.setattr(skconv.compare, "offline_backbones", lambda: [BACKBONE])
+    out = tmp_path / "cmp"
+    code, stdout, stderr = run(
+        "fit", images, "--compare", "--backbone", BACKBONE, "--image-size", "32",
+        "--epochs", "1", "--out", out,
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert {"leaderboard.csv", "model.joblib", "report.md"} <= {p.name for p in out.iterdir()}
+    assert "[2/3] finetune squeezenet1_1_caffe: " in stdout
+    assert "Leaderboard (test part; chosen by validation score):" in stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["command"].endswith(f"--out {out}")
+    assert len(metrics["compare"]["leaderboard"]) == 3
+
+
+def test_fit_compare_usage_errors(images, tmp_path):
+    code, _, stderr = run(
+        "fit", images, "--compare", "--mode", "finetune", "--out", tmp_path / "o"
+    )
+    assert code == 2
+    assert "--compare fits both modes; leave out --mode." in stderr
+    assert list(tmp_path.iterdir()) == []

@@ -23,6 +23,7 @@ MODULES = [
     "skconv.model_selection",
     "skconv.datasets",
     "skconv.experiment",
+    "skconv.compare",
     "skconv.cli",
     "skconv.pooling",
     "skconv.report",

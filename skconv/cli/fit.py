@@ -81,6 +81,14 @@ def register(verbs, parents) -> None:
         help="side in pixels of the square input to the network (default: the "
         "size the backbone's weights were trained at, e.g. 224)",
     )
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="put the three ways side by side on one split: fixed features of every "
+        "offline backbone, fine-tuning of --backbone (at most --epochs) and their "
+        "ensemble; write leaderboard.csv and a leaderboard in report.md, and save the "
+        "model with the best validation score (not test score)",
+    )
     add_split_options(p, "size when DATA is split here")
     p.set_defaults(func=run)
 
@@ -98,7 +106,9 @@ def run(args) -> int:
             f"--out {os.fspath(out)!r} lies inside DATA {args.data!r}; choose a folder outside it."
         )
     val, test = part_sizes(args)
-    if args.epochs is not None and args.mode != "finetune":
+    if args.compare and args.mode != "features":
+        raise UsageError("--compare fits both modes; leave out --mode.")
+    if args.epochs is not None and args.mode != "finetune" and not args.compare:
         raise UsageError(
             "--epochs applies to --mode finetune only; the features mode has no epochs."
         )
@@ -132,6 +142,7 @@ def run(args) -> int:
         group_duplicates=group_duplicates(args),
         random_state=args.seed,
         command=shlex.join([PROG, *args.argv]),
+        compare=args.compare,
     )
     print(f"\nWrote {os.fspath(out)}{os.sep}: {'  '.join(result.files)}")
     print(f"Predict with: {PROG} predict {os.fspath(out / 'model.joblib')} IMAGES...")

@@ -1,7 +1,7 @@
 """Is int8 worth an option? ONNX Runtime static quantization of the feature network, measured.
 
 Run from the project root:
-    .venv/bin/python benchmarks/int8.py [BUSI_DIR] [--seeds 5]
+    .venv/bin/python benchmarks/int8.py [BUSI_DIR] [--seeds 5] [--markdown-only]
 Writes benchmarks/results/int8.md and .json.
 
 The ONNX Runtime engine's graph of EfficientNet-Lite0 (uint8 pixels in, pooled features out)
@@ -99,7 +99,15 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("busi", nargs="?", default=ROOT.parent / "shared" / "datasets" / "busi")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument(
+        "--markdown-only", action="store_true", help="rewrite int8.md from int8.json"
+    )
     args = parser.parse_args()
+    if args.markdown_only:
+        results = json.loads((OUT / "int8.json").read_text())
+        decide(results)
+        write_markdown(results)
+        return
     data = load_image_folder(args.busi)
     paths, labels = data.paths, data.target
     groups = find_near_duplicates(paths)
@@ -170,21 +178,31 @@ def main():
             feature_change_max=float(change.max()),
             accuracy=accuracy[name],
         )
-    fp32 = results["variants"]["fp32"]
-    for name in variants:
-        entry = results["variants"][name]
-        entry["speedup_end_to_end"] = (
-            entry["end_to_end_images_per_s_best"] / fp32["end_to_end_images_per_s_best"]
-        )
-        entry["accuracy_change_points"] = 100 * (
-            np.mean(entry["accuracy"]) - np.mean(fp32["accuracy"])
-        )
-        entry["kept"] = bool(
-            entry["speedup_end_to_end"] >= 1.3 and abs(entry["accuracy_change_points"]) <= 1
-        )
+    decide(results)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "int8.json").write_text(json.dumps(results, indent=1))
     write_markdown(results)
+
+
+def decide(results) -> None:
+    """The issue's rule, read split by split: a user fits on one split, not on the mean.
+
+    int8 is kept only if it is at least 1.3x fp32 end to end and the test accuracy moves
+    by at most 1 point on every split (the mean's change is reported too).
+    """
+    fp32 = results["variants"]["fp32"]
+    for name, entry in results["variants"].items():
+        if name == "fp32":
+            continue
+        entry["speedup_end_to_end"] = (
+            entry["end_to_end_images_per_s_best"] / fp32["end_to_end_images_per_s_best"]
+        )
+        change = 100 * (np.asarray(entry["accuracy"]) - np.asarray(fp32["accuracy"]))
+        entry["accuracy_change_points"] = float(change.mean())
+        entry["accuracy_change_points_per_seed"] = change.round(2).tolist()
+        entry["kept"] = bool(
+            entry["speedup_end_to_end"] >= 1.3 and np.abs(change).max() <= 1 + 1e-9
+        )
 
 
 def write_markdown(results):
@@ -201,13 +219,16 @@ def write_markdown(results):
         f"{REPEATS} alternating repetitions (median in brackets).",
         "",
         "| graph | forward images/s | end to end images/s | end to end vs fp32 | feature change "
-        "median / max | test accuracy % (mean ± std) | change, points | kept |",
+        "median / max | test accuracy % (mean ± std) | change, points: mean (per seed) | kept |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, v in results["variants"].items():
         acc = 100 * np.asarray(v["accuracy"])
         speed = f"{v['speedup_end_to_end']:.2f}x" if "speedup_end_to_end" in v else "1.00x"
-        change = f"{v['accuracy_change_points']:+.1f}" if "accuracy_change_points" in v else "-"
+        change = "-"
+        if "accuracy_change_points" in v:
+            per_seed = ", ".join(f"{c:+.1f}" for c in v["accuracy_change_points_per_seed"])
+            change = f"{v['accuracy_change_points']:+.1f} ({per_seed})"
         kept = ("yes" if v["kept"] else "no") if "kept" in v else "-"
         lines.append(
             f"| {name} | {v['forward_images_per_s_best']:.1f} "
@@ -220,7 +241,13 @@ def write_markdown(results):
     lines += [
         "",
         'Rule (from the issue): keep `precision="int8"` only if it is at least 1.3x the fp32 '
-        "engine end to end and moves the test accuracy by at most 1 point.",
+        "engine end to end and moves the test accuracy by at most 1 point. Read split by "
+        "split, since a user fits on one split: the quantized graph that is fast enough "
+        '("all") keeps the mean but moves single splits by up to '
+        f"{max(abs(c) for c in results['variants']['all']['accuracy_change_points_per_seed']):.1f}"
+        " points, because it changes the features themselves by about half their size "
+        "(feature change: the median over images of |int8 - fp32| / |fp32|); the variant that "
+        'keeps the features closer is no faster. `precision="int8"` is therefore not offered.',
     ]
     (OUT / "int8.md").write_text("\n".join(lines) + "\n")
 

@@ -12,7 +12,9 @@ Two pillars:
 * features: Pipeline([ConvFeatureTransformer(), LogisticRegression(max_iter=2000)])
   fitted here on train+val (exact CAM);
 * finetune: a fitted FineTuneClassifier loaded with joblib (Grad-CAM), measured when
-  --finetuned PATH (default /tmp/busi_finetune_seed0.joblib) exists.
+  --finetuned PATH (default /tmp/busi_finetune_seed0.joblib) exists. benchmarks/busi.py
+  saves one as benchmarks/.cache/finetune_image_0.joblib (FineTuneClassifier(
+  random_state=0) fitted on the train part, the validation part for early stopping).
 
 Run from the project root:
 
@@ -581,15 +583,41 @@ def _grid(model, preprocessing) -> list:
 
 
 def _settings_section(out: Path) -> list:
-    """The table of settings tried on the validation part, from explain_settings.json."""
-    path = out / "explain_settings.json"
-    if not path.is_file():
-        return []
-    chosen = json.loads(path.read_text())
+    """The tables of settings tried on the validation part, from explain_settings*.json."""
+    lines = []
+    for name, title in (
+        ("explain_settings.json", "How the defaults were chosen: the validation part"),
+        ("explain_settings_finetune.json", "The same settings for the fine-tuned model"),
+    ):
+        path = out / name
+        if path.is_file():
+            lines += _settings_table(json.loads(path.read_text()), title)
+    return lines
+
+
+def _settings_table(chosen: dict, title: str) -> list:
     tol = TOLERANCE_PX
+    if chosen["model"].startswith("FineTuneClassifier"):
+        return [
+            "",
+            f"## {title}",
+            "",
+            f"`{chosen['command']}`: Grad-CAM of that {chosen['model']} (fitted on the train "
+            f"part, the validation part for early stopping), the {chosen['n']} validation "
+            "lesion images, crops of the final feature map only. Not used to choose the "
+            "defaults (which came first, above); it shows how they carry over.",
+            "",
+            f"| crops | n crops | smooth | trim | pointing (strict) | pointing ({tol} px) |",
+            "|---|---|---|---|---|---|",
+            *(
+                f"| {r['crops']} | {r['n_crops']} | {r['smooth']} | {r['trim']} | "
+                f"{_pct(r['strict'])} | {_pct(r[f'{tol}px'])} |"
+                for r in chosen["rows"]
+            ),
+        ]
     lines = [
         "",
-        "## How the defaults were chosen: the validation part",
+        f"## {title}",
         "",
         f"`{chosen['command']}` fits the same pipeline on the train part only and scores "
         f"the maps of the true class on the {chosen['n']} benign and malignant images of the "

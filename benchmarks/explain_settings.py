@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -72,7 +73,7 @@ def _stage_gradcam(explainer, batch, codes):
     return torch.einsum("nc,nchw->nhw", grad.sum(dim=(2, 3)), cut).detach().double().numpy()
 
 
-def raw_grids(model, paths, codes):
+def raw_grids(model, paths, codes, final_only=False):
     """{(kind, dx, dy, flip): list of (grid, shift)} for every image."""
     explainer = _explainer(model)
     prep = explainer.preprocessing
@@ -84,8 +85,9 @@ def raw_grids(model, paths, codes):
         for dx, dy in itertools.product(LATTICE, LATTICE)
         for flip in (False, True)
     ]
-    jobs += [("up2", dx, dy, False, 2) for dx, dy in itertools.product((-8, 0, 8), (-8, 0, 8))]
-    jobs += [("s16", dx, dy, False, 1) for dx, dy in itertools.product((-8, 0, 8), (-8, 0, 8))]
+    if not final_only:
+        jobs += [("up2", dx, dy, False, 2) for dx, dy in itertools.product((-8, 0, 8), (-8, 0, 8))]
+        jobs += [("s16", dx, dy, False, 1) for dx, dy in itertools.product((-8, 0, 8), (-8, 0, 8))]
     out = {}
     for n, (kind, dx, dy, flip, scale) in enumerate(jobs):
         t0 = time.perf_counter()
@@ -159,13 +161,21 @@ def main(argv=None) -> int:
     parser.add_argument("--busi", default=os.fspath(DATA / "busi"))
     parser.add_argument("--masks", default=os.fspath(DATA / "busi_masks"))
     parser.add_argument("--part", choices=("val", "test"), default="val")
+    parser.add_argument(
+        "--finetuned",
+        help="explain this saved FineTuneClassifier (Grad-CAM) instead of fitting the "
+        "feature pipeline; only the crop sets of the final feature map are tried",
+    )
     args = parser.parse_args(argv)
     data = load_image_folder(args.busi)
     X_tr, X_va, X_te, y_tr, y_va, y_te = train_val_test_split(
         data.paths, data.target, stratify=data.target, random_state=SEED
     )
     CACHE.mkdir(exist_ok=True)
-    if args.part == "val":
+    if args.part == "val" and args.finetuned:
+        model = joblib.load(args.finetuned)
+        X, y = X_va, y_va
+    elif args.part == "val":
         model_path = CACHE / "explain_settings_train_model.joblib"
         if model_path.is_file():
             model = joblib.load(model_path)
@@ -186,15 +196,18 @@ def main(argv=None) -> int:
     lesion = np.isin(y, LESION_CLASSES)
     X, y = X[lesion], y[lesion]
     masks = [mask_of(p, Path(args.masks)) for p in X]
-    raw_path = CACHE / f"explain_settings_raw_{args.part}.joblib"
+    suffix = "_finetune" if args.finetuned else ""
+    raw_path = CACHE / f"explain_settings_raw_{args.part}{suffix}.joblib"
     if raw_path.is_file():
         raw, sizes, prep = joblib.load(raw_path)
     else:
-        codes = np.searchsorted(model[-1].classes_, y)
-        raw, sizes, prep = raw_grids(model, X, codes)
+        classes = model.classes_ if args.finetuned else model[-1].classes_
+        raw, sizes, prep = raw_grids(model, X, np.searchsorted(classes, y), bool(args.finetuned))
         joblib.dump((raw, sizes, prep), raw_path)
     rows = []
     for name, keys in crop_sets().items():
+        if any(key not in raw for key in keys):
+            continue
         base = combine(raw, sizes, prep, keys)
         for smooth, trim in POST:
             maps = [
@@ -212,12 +225,14 @@ def main(argv=None) -> int:
             rows.append(row)
             print(row, flush=True)
     write_json(
-        OUT / "explain_settings.json",
+        OUT / f"explain_settings{suffix}.json",
         {
-            "command": "python benchmarks/explain_settings.py",
+            "command": shlex.join(["python", "benchmarks/explain_settings.py", *sys.argv[1:]]),
             "part": args.part,
             "n": len(X),
-            "model": "Pipeline([ConvFeatureTransformer(), LogisticRegression(max_iter=2000)]) "
+            "model": f"FineTuneClassifier from {args.finetuned}"
+            if args.finetuned
+            else "Pipeline([ConvFeatureTransformer(), LogisticRegression(max_iter=2000)]) "
             "fitted on the train part",
             "note": NOTE,
             "rows": rows,

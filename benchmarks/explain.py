@@ -12,11 +12,16 @@ Two pillars:
 * features: Pipeline([ConvFeatureTransformer(), LogisticRegression(max_iter=2000)])
   fitted here on train+val (exact CAM);
 * finetune: a fitted FineTuneClassifier loaded with joblib (Grad-CAM), measured when
-  --finetuned PATH (default /tmp/busi_finetune_seed0.joblib) exists.
+  --finetuned PATH (default /tmp/busi_finetune_seed0.joblib) exists. benchmarks/busi.py
+  saves one as benchmarks/.cache/finetune_image_0.joblib (FineTuneClassifier(
+  random_state=0) fitted on the train part, the validation part for early stopping).
 
 Run from the project root:
 
     .venv/bin/python benchmarks/explain.py [--finetuned PATH] [--only features|finetune|report]
+
+--only features measures the feature pipeline alone (about 10 minutes on 2 CPUs): the
+finetune pillar only loads a saved model, it never fits one, and keeps its earlier rows.
 
 Writes benchmarks/results/explain.md and explain.json, and explain_<pillar>.png (a grid
 of overlays). A pillar that is not run keeps its earlier results from explain.json; --only report
@@ -53,9 +58,21 @@ SEED = 0
 TOLERANCE_PX = 15  # original-image pixels; images are 256 px on the shorter side
 LESION_CLASSES = ("benign", "malignant")
 GRID_IMAGES = 18  # overlays in each figure
-# heatmaps() as it comes, and with 8 more crops shifted by half a feature-grid cell
-# (16 px of the 224-px crop, whose cells are 32 px).
-VARIANTS = {"default": {}, "shift16": {"shift": 16}}
+# heatmaps() as it comes, the defaults before issue 19 (no smoothing, no trim), and
+# those with 8 more crops shifted by half a feature-grid cell (16 px of the 224-px
+# crop, whose cells are 32 px), and the parts of the new defaults one at a time.
+# The new defaults were chosen on the validation part (benchmarks/explain_settings.py).
+BEFORE = {"shift": 0, "smooth": 0, "trim": 0}
+VARIANTS = {
+    "default": ({}, "defaults"),
+    "before": (BEFORE, "shift=0, smooth=0, trim=0 (defaults before issue 19)"),
+    "shift16": ({**BEFORE, "shift": 16}, "shift=16, smooth=0, trim=0"),
+    "smooth_only": ({"trim": 0}, "defaults but trim=0"),
+    "trim_only": ({"smooth": 0}, "defaults but smooth=0"),
+    "shift16_default": ({"shift": 16}, "defaults and shift=16"),
+}
+# Results measured before issue 19 named the defaults of then "default".
+LEGACY = {"default": "before", "shift16": "shift16"}
 PILLARS = {
     "features": "EfficientNet-Lite0 features + LogisticRegression (CAM)",
     "finetune": "FineTuneClassifier (Grad-CAM)",
@@ -161,9 +178,14 @@ def evaluate(model, name: str, X: np.ndarray, y: np.ndarray, masks: list, prepro
         "_crops": [crop_box(m.shape, preprocessing) for m in masks],
         "_maps": {},
     }
-    for variant, options in VARIANTS.items():
+    result["variants"] = {}
+    for variant, (options, label) in VARIANTS.items():
+        result["variants"][variant] = label
         result[variant] = {}
-        for target_name, target in (("true_class", y), ("predicted_class", None)):
+        targets = [("true_class", y)]
+        if variant in ("default", "before"):
+            targets.append(("predicted_class", None))
+        for target_name, target in targets:
             t0 = time.perf_counter()
             maps = heatmaps(model, X, target=target, **options)
             seconds = time.perf_counter() - t0
@@ -229,7 +251,7 @@ def grid_figure(path: Path, X, y, masks, result: dict, variant: str, title: str)
             fontsize=7.5,
         )
     fig.suptitle(
-        f"{title}, heatmaps(..., {variant.replace('16', '=16')}): map of the true "
+        f"{title}, heatmaps() {result['variants'][variant]}: map of the true "
         "class; white line: lesion mask; x: maximum; dashed: the network's crop",
         fontsize=10,
     )
@@ -282,6 +304,9 @@ def write_report(results: dict, out: Path) -> None:
         "",
         "## Pointing game, test lesion images",
         "",
+        "The defaults (`smooth` and `trim`) were chosen on the validation part's lesion "
+        "images (below); the test part was measured with them once, after the choice.",
+        "",
         f"| model | heatmaps() | map of | pointing (strict) | pointing ({tol} px) | heat "
         "inside | heat outside | heat share inside |",
         "|---|---|---|---|---|---|---|---|",
@@ -291,11 +316,13 @@ def write_report(results: dict, out: Path) -> None:
             lines.append(f"| {label} | not run | | | | | | |")
             continue
         p = pillars[key]
-        for variant, call in (("default", "defaults"), ("shift16", "shift=16")):
+        for variant, call in p["variants"].items():
             for target, what in (
                 ("true_class", "true class"),
                 ("predicted_class", "predicted class"),
             ):
+                if target not in p[variant]:
+                    continue
                 r = p[variant][target]
                 lines.append(
                     f"| {label} | {call} | {what} | {_pct(r['pointing_strict'])} | "
@@ -330,7 +357,9 @@ def write_report(results: dict, out: Path) -> None:
     for key in PILLARS:
         if key not in pillars:
             continue
-        for variant in VARIANTS:
+        for variant in ("default", "before"):
+            if variant not in pillars[key]:
+                continue
             for cls, r in pillars[key][variant]["true_class"]["per_class"].items():
                 lines.append(
                     f"| {key} | {variant} | {cls} | {r['n']} | "
@@ -342,7 +371,9 @@ def write_report(results: dict, out: Path) -> None:
         if key not in pillars:
             continue
         p = pillars[key]
-        d, s16 = p["default"]["true_class"], p["shift16"]["true_class"]
+        if "default" not in p:  # measured before issue 19 only
+            continue
+        d, s16 = p["before"]["true_class"], p["default"]["true_class"]
         wrong = d[f"pointing_{tol}px_wrong"]
         cell = p["image_size"] / p["grid"][0]
         before, after = np.asarray(d["hit"]), np.asarray(s16["hit"])
@@ -352,15 +383,25 @@ def write_report(results: dict, out: Path) -> None:
             f"- {key}: the last feature map is {p['grid'][0]} x {p['grid'][1]}, one cell per "
             f"{cell:.0f} px of the {p['image_size']}-px crop ({cell * 256 / p['resize_size']:.0f}"
             " px of a 256-px image), and a bilinear map peaks at a cell centre. Pointing "
-            f"within 30 px instead of {tol}: {_pct(d['pointing_30px'])} (default), "
-            f"{_pct(s16['pointing_30px'])} (shift=16); median distance of a miss to the "
-            f"lesion: {d['median_miss_distance_px']:.0f} px (default), "
-            f"{s16['median_miss_distance_px']:.0f} px (shift=16). Pointing ({tol} px, default) "
+            f"within 30 px instead of {tol}: {_pct(d['pointing_30px'])} (before issue 19), "
+            f"{_pct(s16['pointing_30px'])} (defaults); median distance of a miss to the "
+            f"lesion: {d['median_miss_distance_px']:.0f} px (before), "
+            f"{s16['median_miss_distance_px']:.0f} px (defaults). Pointing ({tol} px, before) "
             f"on images the model classifies correctly: {_pct(d[f'pointing_{tol}px_correct'])}"
-            f"; on misclassified ones: {'-' if wrong is None else _pct(wrong)}. shift=16 "
-            f"turns {gained} misses into hits and {lost} hits into misses; 95 % interval of "
-            f"its pointing share ({tol} px): {low:.0%}-{high:.0%} (Wilson, n={s16['n']})."
+            f"; on misclassified ones: {'-' if wrong is None else _pct(wrong)}. The defaults "
+            f"turn {gained} misses ({tol} px) into hits and {lost} hits into misses; 95 % "
+            f"interval of their pointing share ({tol} px): {low:.0%}-{high:.0%} (Wilson, "
+            f"n={s16['n']}); strict: {s16['hits_strict']} of {s16['n']} against "
+            f"{d['hits_strict']} before."
         )
+    for key in PILLARS:
+        if key in pillars and "default" not in pillars[key]:
+            lines.append(
+                f"- {key}: not measured with the defaults of issue 19; its rows are from "
+                f"{pillars[key]['created'][:10]}, with the defaults of then. Rerun with "
+                "`--only finetune --finetuned PATH` once a fitted model is saved at PATH."
+            )
+    lines += _settings_section(out)
     lines += ["", "## Settings", ""]
     for key in PILLARS:
         if key in pillars:
@@ -370,7 +411,7 @@ def write_report(results: dict, out: Path) -> None:
         "## Figures",
         "",
         f"The same {GRID_IMAGES} test lesion images, spread evenly over the sorted list; "
-        "heat map of the true class, shift=16. White line: the lesion mask; x: the "
+        "heat map of the true class, heatmaps() defaults. White line: the lesion mask; x: the "
         "map's maximum; dashed: the network's crop; B/M: benign/malignant.",
         "",
     ]
@@ -404,7 +445,9 @@ def main(argv=None) -> int:
         ["python", "benchmarks/explain.py", *(sys.argv[1:] if argv is None else argv)]
     )
     if args.only == "report":
-        write_report(json.loads((out / "explain.json").read_text()), out)
+        results = json.loads((out / "explain.json").read_text())
+        results["pillars"] = {k: _upgraded(p) for k, p in results["pillars"].items()}
+        write_report(results, out)
         print(f"Wrote {os.fspath(out / 'explain.md')}", flush=True)
         return 0
     masks_root = Path(args.masks)
@@ -419,7 +462,7 @@ def main(argv=None) -> int:
     previous = {}
     if (out / "explain.json").is_file():
         previous = json.loads((out / "explain.json").read_text()).get("pillars", {})
-    pillars = dict(previous)
+    pillars = {key: _upgraded(p) for key, p in previous.items()}
     crops_for_baseline = None
 
     if args.only in (None, "features"):
@@ -439,8 +482,8 @@ def main(argv=None) -> int:
             f"Pipeline([('features', ConvFeatureTransformer()), ('head', LogisticRegression("
             f"max_iter=2000))]) fitted on train+val ({len(X_tr) + len(X_va)} images, "
             f"{fit_s:.0f} s); efficientnet_lite0, {prep.image_size}-px crop of a "
-            f"{prep.resize_size}-px resize; heatmaps(model, X, target) and heatmaps(model, X, "
-            f"target, shift=16); scikit-learn {sklearn.__version__}"
+            f"{prep.resize_size}-px resize; heatmaps(model, X, "
+            f"target, **options) for the options of each row; scikit-learn {sklearn.__version__}"
         )
         result["fit_seconds"] = round(fit_s, 1)
         result.update(_provenance(command))
@@ -450,7 +493,7 @@ def main(argv=None) -> int:
             y,
             masks,
             result,
-            "shift16",
+            "default",
             "EfficientNet-Lite0 features + LogisticRegression (CAM)",
         )
         crops_for_baseline = result["_crops"]
@@ -468,8 +511,8 @@ def main(argv=None) -> int:
             result["settings"] = (
                 f"{type(model).__name__} loaded from {os.fspath(finetuned)} (backbone "
                 f"{model.backbone}, {len(model.history)} epochs, {prep.image_size}-px crop "
-                f"of a {prep.resize_size}-px resize); heatmaps(model, X, target) and "
-                "heatmaps(model, X, target, shift=16)"
+                f"of a {prep.resize_size}-px resize); heatmaps(model, X, target, **options) "
+                "for the options of each row"
             )
             grid_figure(
                 out / "explain_finetune.png",
@@ -477,7 +520,7 @@ def main(argv=None) -> int:
                 y,
                 masks,
                 result,
-                "shift16",
+                "default",
                 "FineTuneClassifier (Grad-CAM)",
             )
             crops_for_baseline = crops_for_baseline or result["_crops"]
@@ -539,12 +582,87 @@ def _grid(model, preprocessing) -> list:
     return list(heatmaps(model, blank, normalize=False, resize=False)[0].shape)
 
 
+def _settings_section(out: Path) -> list:
+    """The tables of settings tried on the validation part, from explain_settings*.json."""
+    lines = []
+    for name, title in (
+        ("explain_settings.json", "How the defaults were chosen: the validation part"),
+        ("explain_settings_finetune.json", "The same settings for the fine-tuned model"),
+    ):
+        path = out / name
+        if path.is_file():
+            lines += _settings_table(json.loads(path.read_text()), title)
+    return lines
+
+
+def _settings_table(chosen: dict, title: str) -> list:
+    tol = TOLERANCE_PX
+    if chosen["model"].startswith("FineTuneClassifier"):
+        return [
+            "",
+            f"## {title}",
+            "",
+            f"`{chosen['command']}`: Grad-CAM of that {chosen['model']} (fitted on the train "
+            f"part, the validation part for early stopping), the {chosen['n']} validation "
+            "lesion images, crops of the final feature map only. Not used to choose the "
+            "defaults (which came first, above); it shows how they carry over.",
+            "",
+            f"| crops | n crops | smooth | trim | pointing (strict) | pointing ({tol} px) |",
+            "|---|---|---|---|---|---|",
+            *(
+                f"| {r['crops']} | {r['n_crops']} | {r['smooth']} | {r['trim']} | "
+                f"{_pct(r['strict'])} | {_pct(r[f'{tol}px'])} |"
+                for r in chosen["rows"]
+            ),
+        ]
+    lines = [
+        "",
+        f"## {title}",
+        "",
+        f"`{chosen['command']}` fits the same pipeline on the train part only and scores "
+        f"the maps of the true class on the {chosen['n']} benign and malignant images of the "
+        "validation part; the test part above played no role in the choice. Crops: the "
+        "center crop, crops shifted on a lattice (px of the resized image; a feature cell "
+        "is 32 px), their mirrors, the crop upsampled 2x before the network (a 14 x 14 "
+        "CAM), or Grad-CAM of the head's score on the stride-16 stage (`blocks.4`, 14 x 14)."
+        " smooth: Gaussian sigma and trim: border band, both in px of the resized image. "
+        f"{chosen['note']}",
+        "",
+        f"| crops | n crops | smooth | trim | pointing (strict) | pointing ({tol} px) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in chosen["rows"]:
+        mark = "**" if (row["crops"], row["smooth"], row["trim"]) == ("centre", 24, 16) else ""
+        lines.append(
+            f"| {mark}{row['crops']}{mark} | {row['n_crops']} | {row['smooth']} | "
+            f"{row['trim']} | {mark}{_pct(row['strict'])}{mark} | {_pct(row[f'{tol}px'])} |"
+        )
+    return lines
+
+
+def _upgraded(pillar: dict) -> dict:
+    """A pillar measured before issue 19: its "default" was shift=0 without smoothing."""
+    if "variants" in pillar:
+        return pillar
+    old = {
+        "default": "shift=0 (defaults before issue 19; measured then)",
+        "shift16": "shift=16 (before issue 19; measured then)",
+    }
+    out = {k: v for k, v in pillar.items() if k not in LEGACY}
+    for name, new in LEGACY.items():
+        out[new] = pillar[name]
+    out["variants"] = {LEGACY[k]: label for k, label in old.items()}
+    return out
+
+
 def _public(result: dict) -> dict:
     return {k: v for k, v in result.items() if not k.startswith("_")}
 
 
 def _print(result: dict) -> None:
     for variant, target in ((v, t) for v in VARIANTS for t in ("true_class", "predicted_class")):
+        if target not in result[variant]:
+            continue
         r = result[variant][target]
         print(
             f"{result['pillar']} {variant} ({target}): pointing strict "

@@ -18,7 +18,16 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from skconv import ConvFeatureTransformer, FineTuneClassifier
-from skconv.explain import _check_maps, _to_original, heatmaps, overlay
+from skconv.explain import (
+    SMOOTH,
+    TRIM,
+    _check_maps,
+    _inside_crop,
+    _smoothed_and_trimmed,
+    _to_original,
+    heatmaps,
+    overlay,
+)
 from skconv.images import Preprocessing
 
 # Random weights, small inputs: the maths, not ImageNet, is under test.
@@ -113,8 +122,9 @@ def test_maps_have_the_image_shape_lie_in_0_1_and_are_deterministic(model, reque
 
 def test_outside_the_crop_is_zero_or_the_edge(pipeline):
     X = np.random.default_rng(3).integers(0, 256, (2, 40, 120), dtype=np.uint8)
-    zero = heatmaps(pipeline, X, outside="zero", normalize=False)
-    edge = heatmaps(pipeline, X, outside="edge", normalize=False)
+    raw = dict(normalize=False, smooth=0, trim=0)
+    zero = heatmaps(pipeline, X, outside="zero", **raw)
+    edge = heatmaps(pipeline, X, outside="edge", **raw)
     # 120 x 40 is resized to 219 x 73 (64 / 0.875) and cropped to 64 x 64 from (78, 4):
     # columns 43 to 77 and rows 3 to 37 of the original.
     assert np.all(zero[0][:, :42] == 0) and np.all(zero[0][:, 79:] == 0)
@@ -330,6 +340,62 @@ def test_bad_options_are_refused(pipeline, blobs):
         heatmaps(pipeline, X[:1], shift=8, resize=False)
     with pytest.raises(ValueError, match=r"'shift' parameter.*\[0, inf\)"):
         heatmaps(pipeline, X[:1], shift=-1)
+
+
+def test_smooth_and_trim_defaults_scale_with_the_crop(pipeline, blobs):
+    _, (X, _, _) = blobs
+    crop = pipeline[0].preprocessing_.image_size
+    auto = heatmaps(pipeline, X[:3])
+    explicit = heatmaps(pipeline, X[:3], smooth=SMOOTH * crop, trim=TRIM * crop)
+    for a, b in zip(auto, explicit):
+        np.testing.assert_array_equal(a, b)
+    before = heatmaps(pipeline, X[:3], smooth=0, trim=0)
+    assert not all(np.allclose(a, b) for a, b in zip(auto, before))
+    with pytest.raises(ValueError, match="smooth .* needs resize=True"):
+        heatmaps(pipeline, X[:1], smooth=4, resize=False)
+    with pytest.raises(ValueError, match="trim .* needs resize=True"):
+        heatmaps(pipeline, X[:1], trim=4, resize=False)
+    with pytest.raises(ValueError, match=r"'smooth' parameter"):
+        heatmaps(pipeline, X[:1], smooth=-1)
+
+
+def test_trim_zeroes_the_crop_border_and_keeps_the_rest(pipeline, blobs):
+    _, (X, _, _) = blobs
+    prep = pipeline[0].preprocessing_
+    plain = heatmaps(pipeline, X[:2], normalize=False, smooth=0, trim=0)
+    trimmed = heatmaps(pipeline, X[:2], normalize=False, smooth=0, trim=8)
+    for a, b in zip(plain, trimmed):
+        kept = _inside_crop((W, H), prep, 8)
+        assert kept.any() and not kept.all()
+        np.testing.assert_array_equal(b[~kept], 0)
+        np.testing.assert_allclose(b[kept], a[kept], rtol=1e-6)
+
+
+def test_smoothing_is_normalised_over_the_crop():
+    prep = Preprocessing(image_size=32, crop_pct=0.875)  # 72 x 56 -> 46 x 36, crop 32
+    size = (72, 56)
+    inside = _inside_crop(size, prep)
+    # A constant map stays constant inside the crop: the zeros outside do not leak in.
+    flat = np.where(inside, 2.0, 0.0)
+    out = _smoothed_and_trimmed(flat, size, prep, smooth=5, trim=0)
+    np.testing.assert_allclose(out[inside], 2.0)
+    np.testing.assert_array_equal(out[~inside], 0)
+    # A sharp peak spreads out and keeps its place; two peaks' mass wins over one's height.
+    rows, cols = np.flatnonzero(inside.any(1)), np.flatnonzero(inside.any(0))
+    heat = np.zeros(size[::-1])
+    heat[rows[5], cols[5]] = 3.0  # a lone sharp spike
+    heat[rows[-12] : rows[-12] + 6, cols[-12] : cols[-12] + 6] = 1.0  # a broad warm region
+    assert np.unravel_index(np.argmax(heat), heat.shape) == (rows[5], cols[5])
+    out = _smoothed_and_trimmed(heat, size, prep, smooth=3, trim=0)
+    y, x = np.unravel_index(np.argmax(out), out.shape)
+    assert rows[-12] <= y < rows[-12] + 6 and cols[-12] <= x < cols[-12] + 6
+    # edge: the trimmed crop's border values are extended outwards.
+    edge = _smoothed_and_trimmed(heat, size, prep, smooth=0, trim=4, outside="edge")
+    kept = _inside_crop(size, prep, 4)
+    np.testing.assert_array_equal(edge[kept], heat[kept])
+    first = np.flatnonzero(kept.any(axis=0))[0]
+    assert first > cols[0]
+    np.testing.assert_array_equal(edge[:, 0], edge[:, first])
 
 
 # -- overlay -------------------------------------------------------------------------------

@@ -425,8 +425,10 @@ def _load_file(path: str, keep_gray: bool = False, min_side: int | None = None) 
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise ImageLoadError(f"Cannot decode image file {path!r}: {exc}") from exc
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        # Truncated or corrupt files surface as OSError/SyntaxError from Pillow's decoders.
+    except Exception as exc:
+        # Truncated or corrupt files surface from Pillow's decoders as OSError or
+        # SyntaxError, and from its less-travelled parsers as anything (a TIFF whose
+        # strip offsets are text raises TypeError): every one is this file's fault.
         raise ImageLoadError(
             f"Cannot decode image file {path!r}: {type(exc).__name__}: {exc}"
         ) from exc

@@ -230,6 +230,23 @@ def test_random_bytes_load_or_fail_cleanly(data):
         assert tensor.shape == (3, 16, 16) and torch.isfinite(tensor).all()
 
 
+# A TIFF whose strip offsets are text: Pillow raised TypeError from its decoder (found by
+# the fuzz test above).
+TIFF_TEXT_OFFSETS = (
+    b"II\x00*\x08\x00\x00\x00\x00\x01\x00\x01\x04\x00\x01\x00\x00\x00\x00\x00\x00\x01"
+    b"\x01\x01\x03\x00\x01\x00\x00\x00\x01\x00" + b"\x00" * 38 + b"\x11\x01\x02\x00\x01\x00"
+    b"\x00\x00\x00\x00\x00\x00"
+)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_decoder_crash_names_the_file(tmp_path):
+    path = tmp_path / "scan.png"
+    path.write_bytes(TIFF_TEXT_OFFSETS)
+    with pytest.raises(ImageLoadError, match="scan.png"):
+        load_image(str(path))
+
+
 # ---------------------------------------------------------------------------- bad arrays
 
 

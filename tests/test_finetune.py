@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -287,6 +288,19 @@ FRESH = textwrap.dedent(
     np.save(sys.argv[3], model.predict_proba(np.load(sys.argv[2])))
     """
 )
+
+
+def test_a_pickled_net_stores_the_optimizer_once(synthetic):
+    X, y = synthetic
+    clf = FineTuneClassifier(**TINY, train_layers="all", max_epochs=1, train_split=None)
+    clf.fit(X, y)
+    module = len(pickle.dumps(clf.module_))
+    # the module, AdamW's two moment buffers per parameter, and little else; the
+    # scheduler's reference to the optimizer used to store those buffers a second time
+    assert len(pickle.dumps(clf)) < 3.5 * module
+    clone = pickle.loads(pickle.dumps(clf))
+    clone.partial_fit(X, y)  # the scheduler is rebuilt when training begins
+    assert len(clone.history) == 2
 
 
 def test_joblib_round_trip_in_fresh_process(synthetic, tmp_path):

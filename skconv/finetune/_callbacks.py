@@ -14,7 +14,22 @@ from skorch.callbacks import Callback, EarlyStopping, LRScheduler, PassthroughSc
 from skorch.callbacks.scoring import ScoringBase
 from skorch.history import History
 
-__all__ = ["BackboneFreezer", "EpochCheckpoint", "NextView", "WarmupCosineLR"]
+__all__ = ["BackboneFreezer", "EpochCheckpoint", "EpochLRScheduler", "NextView", "WarmupCosineLR"]
+
+
+class EpochLRScheduler(LRScheduler):
+    """skorch's :class:`~skorch.callbacks.LRScheduler`, without its scheduler when pickled.
+
+    The live scheduler holds the optimizer, whose state (two moment buffers per
+    parameter for AdamW) a pickled net already stores once as ``optimizer_``: pickled
+    again through the scheduler it tripled the size of a saved model. The scheduler is
+    rebuilt in ``on_train_begin`` anyway, so nothing is lost.
+    """
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["lr_scheduler_"] = None
+        return state
 
 
 class BackboneFreezer(Callback):

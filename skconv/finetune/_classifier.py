@@ -15,13 +15,20 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from skorch import NeuralNetClassifier
-from skorch.callbacks import EarlyStopping, EpochScoring, LRScheduler
+from skorch.callbacks import EarlyStopping, EpochScoring
 from skorch.dataset import ValidSplit
 from torch import nn
 
 from .._inference import mean_of_views, mirror_views
 from ..images import Preprocessing, check_images
-from ._callbacks import BackboneFreezer, EpochCheckpoint, NextView, WarmupCosineLR, _gpu
+from ._callbacks import (
+    BackboneFreezer,
+    EpochCheckpoint,
+    EpochLRScheduler,
+    NextView,
+    WarmupCosineLR,
+    _gpu,
+)
 from ._data import TrainAugmentation, TrunkViews, _ImageSet, trunk_views
 from ._net import FineTuneNet, resolve_train_layers
 
@@ -273,7 +280,7 @@ class FineTuneClassifier(NeuralNetClassifier):
         extra = [
             (
                 "lr_scheduler",
-                LRScheduler(
+                EpochLRScheduler(
                     policy=WarmupCosineLR,
                     max_epochs=self.max_epochs,
                     hold_epochs=self.freeze_epochs,

@@ -36,14 +36,23 @@ __all__ = ["FineTuneClassifier"]
 
 
 class FineTuneClassifier(NeuralNetClassifier):
-    """Fine-tune every layer of a pretrained ConvNet on a new image classification task.
+    """Fine-tune a pretrained ConvNet on a new image classification task.
 
     The second way of transfer learning, as a skorch classifier: callbacks,
     ``history``, ``partial_fit``, ``GridSearchCV`` and pickling all work as in
     skorch. ``X`` takes every form :func:`skconv.images.check_images` accepts
     (normally an array of file paths) and ``y`` may hold strings or integers.
 
-    The defaults are the practice that works on a few hundred images on a CPU:
+    By default the backbone's last two stages and a new head train
+    (``train_layers="auto"``) on the outputs of the frozen early layers, computed
+    once for each of ``n_views`` augmented views; the head starts from the linear
+    probe (``head_init="linear_probe"``). Measured on BUSI's five duplicate-aware
+    70:15:15 splits (``benchmarks/results/finetune_ablation.md``), these defaults
+    reached 80.5 ± 3.6 % test accuracy against 76.4 ± 2.3 % for Lite0 features and
+    a logistic regression, macro AUC 0.928, in 225 s per fit on a 2-core CPU;
+    training every layer (``train_layers="all"``, the previous default) reached
+    77.9 ± 5.4 % in 927 s. The other settings follow the practice that works on a
+    few hundred images on a CPU:
     AdamW at ``lr=1e-3`` for the new head and ten times less for the
     pretrained layers (``backbone_lr_scale=0.1``), which should move little;
     one head-only epoch first (``freeze_epochs=1``); one epoch of linear warm-up

@@ -122,9 +122,22 @@ def _skops():
     return skops.io
 
 
+def _holds_a_torch_net(estimator: Any) -> bool:
+    """Whether ``estimator`` is, or holds as a parameter, a skorch net."""
+    objects = [estimator]
+    if hasattr(estimator, "get_params"):
+        objects += list(estimator.get_params(deep=True).values())
+    modules = {cls.__module__.partition(".")[0] for obj in objects for cls in type(obj).__mro__}
+    return "skorch" in modules
+
+
 def _skops_bytes(estimator: Any, compress: int) -> bytes:
     sio = _skops()
     try:
+        if _holds_a_torch_net(estimator):
+            # skops can write one, but loading it means trusting torch's and Python's
+            # own types (print, functools.partial): a file that is no safer than a pickle.
+            raise TypeError("a skorch net's file would need torch and builtin types trusted")
         if compress:
             return sio.dumps(estimator, compression=zipfile.ZIP_DEFLATED, compresslevel=compress)
         return sio.dumps(estimator)

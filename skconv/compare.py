@@ -187,6 +187,9 @@ def compare_ways(
             For each name, ``"val"`` (the predictions that scored it, as above)
             and ``"test"`` metrics, as :func:`skconv.report.classification_metrics`
             returns them.
+        predictions : dict of str to dict
+            For each name, ``"val"`` and ``"test"``: the predicted classes and the
+            class probabilities those metrics were computed from.
         selection : str
             How the model was chosen, in one sentence for reports.
 
@@ -259,10 +262,14 @@ def compare_ways(
             verbose=verbose,
         )
 
-    metrics, rows = {}, []
+    metrics, predictions, rows = {}, {}, []
     for e in entries:
         val_pred = classes[np.argmax(e["val_proba"], axis=1)]
         test_pred = classes[np.argmax(e["test_proba"], axis=1)]
+        predictions[e["name"]] = {
+            "val": (val_pred, e["val_proba"]),
+            "test": (test_pred, e["test_proba"]),
+        }
         metrics[e["name"]] = {
             "val": _metrics(y_val, val_pred, e["val_proba"], classes),
             "test": _metrics(y_test, test_pred, e["test_proba"], classes),
@@ -285,6 +292,7 @@ def compare_ways(
         best=rows[0]["model"],
         models={e["name"]: e["model"] for e in entries},
         metrics=metrics,
+        predictions=predictions,
         selection=selection,
     )
 
@@ -722,6 +730,9 @@ def _choose(parts, *, backbone, image_size, epochs, random_state, verbose) -> Bu
         name=f"{best['model']} ({best['chosen']}), the best of {len(comparison.leaderboard)}",
         description=_describe(model, best),
         fit_s=best["fit_s"],
+        # What the leaderboard scored: on val, out-of-fold for feature heads (their
+        # final fit saw val), so fit_folder reports these instead of predicting again.
+        predictions=comparison.predictions[best["model"]],
         finetuned=_finetuned(model) if best["way"] in ("finetune", "ensemble") else None,
         leaderboard=comparison.leaderboard,
         selection=comparison.selection,

@@ -262,7 +262,10 @@ def fit_folder(
         fit_s = time.perf_counter() - start
 
     start = time.perf_counter()
-    predictions = {p: predict_with_proba(model, parts.paths[p]) for p in ("val", "test")}
+    if chosen is not None:
+        predictions = chosen.predictions
+    else:
+        predictions = {p: predict_with_proba(model, parts.paths[p]) for p in ("val", "test")}
     eval_s = time.perf_counter() - start
     results = {
         p: classification_metrics(parts.target[p], *predictions[p], labels=model.classes_)

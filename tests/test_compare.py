@@ -244,6 +244,8 @@ def test_fit_folder_compare_writes_the_best_model_and_the_leaderboard(folder_run
     assert metrics["model"]["mode"] == best["way"]
     assert metrics["command"] == "skconv fit us --compare"
     assert metrics["test"]["accuracy"] == best["accuracy"]
+    # the validation figures are those that chose the model (out of fold for a head)
+    assert metrics["val"]["balanced_accuracy"] == pytest.approx(best["val_score"])
     # the chosen model's record is that of any fit: grouping, intervals
     assert metrics["grouped"] is True
     low, high = metrics["test"]["intervals"]["accuracy"][:2]

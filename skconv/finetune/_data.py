@@ -14,6 +14,7 @@ import functools
 import numpy as np
 import torch
 
+from .._inference import cpu_chunk_size
 from ..images import Preprocessing, load_batch, load_image
 
 __all__ = ["TrainAugmentation", "TrunkViews", "trunk_views"]
@@ -257,7 +258,8 @@ def trunk_views(
     seed : int
         Seeds the augmentation.
     batch_size : int, default=32
-        Images per forward pass (each with its ``n_views`` views).
+        Images decoded and augmented at a time (each with its ``n_views`` views); on a
+        CPU the trunk runs them in chunks of a few views (:func:`cpu_chunk_size`).
     num_workers : int, default=0
         DataLoader processes decoding and augmenting.
     device : str or torch.device, default="cpu"
@@ -297,7 +299,8 @@ def trunk_views(
                 flat = batch.flatten(0, 1).to(device)
                 if torch.device(device).type in ("cpu", "cuda"):
                     flat = flat.contiguous(memory_format=torch.channels_last)
-                out = trunk(flat)
+                chunk = cpu_chunk_size(len(flat), device)
+                out = torch.cat([trunk(part) for part in flat.split(chunk)])
                 out = out.reshape(n, n_views, *out.shape[1:]).transpose(0, 1)
                 if maps is None:
                     maps = torch.empty(

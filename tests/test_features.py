@@ -349,9 +349,10 @@ def test_busi_pipeline_fits_and_round_trips_in_fresh_process(busi_small, tmp_pat
         env=env,
         timeout=120,
     )
-    np.testing.assert_array_equal(
-        np.load(tmp_path / "proba.npy"), clf.predict_proba(paths[~train])
-    )
+    # ONNX Runtime's multi-threaded sums may round differently in another process.
+    fresh, here = np.load(tmp_path / "proba.npy"), clf.predict_proba(paths[~train])
+    np.testing.assert_allclose(fresh, here, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(fresh.argmax(axis=1), here.argmax(axis=1))
 
 
 @pytest.mark.slow

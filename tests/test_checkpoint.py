@@ -28,7 +28,7 @@ from skconv.finetune import EpochCheckpoint
 # "max_epochs done".
 PARAMS = dict(
     backbone="mobilenet_v3_small", weights=None, image_size=32, batch_size=8, lr=1.0,
-    max_epochs=4, patience=1, random_state=0,
+    max_epochs=4, patience=1, random_state=0, head_init="linear_probe",
 )  # fmt: skip
 
 

@@ -110,7 +110,13 @@ def test_the_head_starts_from_the_linear_probe(synthetic):
 
     X, y = synthetic
     clf = FineTuneClassifier(
-        **TINY, train_layers="head", augment=None, max_epochs=0, train_split=None, tta=False
+        **TINY,
+        train_layers="head",
+        head_init="linear_probe",
+        augment=None,
+        max_epochs=0,
+        train_split=None,
+        tta=False,
     ).fit(X, y)
     features = ConvFeatureTransformer(
         "resnet18", weights=None, image_size=32, engine="torch"

@@ -75,7 +75,7 @@ def prepare_module(module: nn.Module, device: torch.device) -> nn.Module:
     return module
 
 
-# --------------------------------------------------------------------------- mirroring
+# --------------------------------------------------------------------------- chunks
 
 
 def cpu_chunk_size(batch_size: int, device) -> int:
@@ -89,6 +89,23 @@ def cpu_chunk_size(batch_size: int, device) -> int:
     if torch.device(device).type != "cpu":
         return batch_size
     return min(batch_size, max(8, 4 * torch.get_num_threads()))
+
+
+def forward_in_chunks(forward, batch: torch.Tensor, device) -> torch.Tensor:
+    """``forward(batch)``, computed a few images at a time on a CPU (:func:`cpu_chunk_size`).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skconv._inference import forward_in_chunks
+    >>> forward_in_chunks(lambda x: x * 2, torch.ones(20, 3), "cpu").shape
+    torch.Size([20, 3])
+    """
+    chunk = cpu_chunk_size(len(batch), device)
+    return torch.cat([forward(part) for part in batch.split(chunk)])
+
+
+# --------------------------------------------------------------------------- mirroring
 
 
 def mirror_views(batch: torch.Tensor, tta: bool) -> list:

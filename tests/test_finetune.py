@@ -198,26 +198,32 @@ def test_string_labels_and_balanced_class_weights(synthetic):
     assert proba.shape == (6, 3) and np.allclose(proba.sum(axis=1), 1, atol=1e-5)
 
 
-def test_tta_averages_image_and_mirror(synthetic):
+@pytest.fixture(scope="module")
+def one_epoch(synthetic):
+    """A one-epoch model without tta, in eval mode, and 20 preprocessed images."""
     X, y = synthetic
     clf = FineTuneClassifier(**TINY, max_epochs=1, train_split=None, tta=False).fit(X, y)
-    batch = torch.stack([clf.preprocessing_(load_image(x)) for x in X[:4]])
     clf.module_.eval()
+    return clf, torch.stack([clf.preprocessing_(load_image(x)) for x in X[:20]])
+
+
+def test_tta_averages_image_and_mirror(one_epoch):
+    clf, batch = one_epoch
     with torch.no_grad():
         plain, mirrored = clf.infer(batch), clf.infer(batch.flip(3))
         clf.set_params(tta=True)
-        averaged = clf.infer(batch)
+        try:
+            averaged = clf.infer(batch)
+        finally:
+            clf.set_params(tta=False)  # the model is shared with other tests
     torch.testing.assert_close(averaged, (plain + mirrored) / 2, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(plain, mirrored)
 
 
-def test_inference_in_cpu_chunks_matches_one_batch(synthetic):
+def test_inference_in_cpu_chunks_matches_one_batch(one_epoch):
     # On a CPU, prediction runs a few images at a time (faster there); the logits must
     # be those of the whole batch at once.
-    X, y = synthetic
-    clf = FineTuneClassifier(**TINY, max_epochs=1, train_split=None, tta=False).fit(X, y)
-    batch = torch.stack([clf.preprocessing_(load_image(x)) for x in X[:20]])
-    clf.module_.eval()
+    clf, batch = one_epoch
     with torch.no_grad():
         whole = clf.module_(batch)
         chunked = clf.infer(batch)

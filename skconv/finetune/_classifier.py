@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from numbers import Integral, Real
 from typing import Any
@@ -19,7 +20,7 @@ from skorch.callbacks import EarlyStopping, EpochScoring
 from skorch.dataset import ValidSplit
 from torch import nn
 
-from .._inference import cpu_chunk_size, mean_of_views, mirror_views
+from .._inference import forward_in_chunks, mean_of_views, mirror_views
 from ..images import Preprocessing, check_images
 from ._callbacks import (
     BackboneFreezer,
@@ -652,16 +653,9 @@ class FineTuneClassifier(NeuralNetClassifier):
         # groups are for the split alone.
         if self.module_.training or not torch.is_tensor(x):
             return super().infer(x, **fit_params).float()
+        forward = functools.partial(super().infer, **fit_params)
         views = mirror_views(x, tta=self.tta)  # with tta, the image and its mirror
-        return mean_of_views([self._infer_in_chunks(v, **fit_params) for v in views]).float()
-
-    def _infer_in_chunks(self, x: torch.Tensor, **fit_params) -> torch.Tensor:
-        # A few images at a time on a CPU, where that is faster (cpu_chunk_size).
-        chunk = cpu_chunk_size(len(x), self.device)
-        outputs = []
-        for part in x.split(chunk):
-            outputs.append(super().infer(part, **fit_params))
-        return torch.cat(outputs)
+        return mean_of_views([forward_in_chunks(forward, v, self.device) for v in views]).float()
 
     # ------------------------------------------------------------------ predicting
 

@@ -14,7 +14,7 @@ import functools
 import numpy as np
 import torch
 
-from .._inference import cpu_chunk_size
+from .._inference import forward_in_chunks
 from ..images import Preprocessing, load_batch, load_image
 
 __all__ = ["TrainAugmentation", "TrunkViews", "trunk_views"]
@@ -259,7 +259,7 @@ def trunk_views(
         Seeds the augmentation.
     batch_size : int, default=32
         Images decoded and augmented at a time (each with its ``n_views`` views); on a
-        CPU the trunk runs them in chunks of a few views (:func:`cpu_chunk_size`).
+        CPU the trunk runs them a few views at a time (:func:`forward_in_chunks`).
     num_workers : int, default=0
         DataLoader processes decoding and augmenting.
     device : str or torch.device, default="cpu"
@@ -299,8 +299,7 @@ def trunk_views(
                 flat = batch.flatten(0, 1).to(device)
                 if torch.device(device).type in ("cpu", "cuda"):
                     flat = flat.contiguous(memory_format=torch.channels_last)
-                chunk = cpu_chunk_size(len(flat), device)
-                out = torch.cat([trunk(part) for part in flat.split(chunk)])
+                out = forward_in_chunks(trunk, flat, device)
                 out = out.reshape(n, n_views, *out.shape[1:]).transpose(0, 1)
                 if maps is None:
                     maps = torch.empty(

@@ -113,7 +113,7 @@ def run(row: str, seed: int, data, groups) -> dict:
         return json.loads(path.read_text())
     if row in TINY_ROWS:
         return _cache(path, run_tiny(row, seed, data, groups))
-    fitted_row, _ = PREDICTION_ONLY.get(row, (row, None))
+    fitted_row = PREDICTION_ONLY.get(row, (row,))[0]
     _, params = ROWS[fitted_row]
     paths, labels = data.paths, data.target
     train, val, test = train_val_test_split(
@@ -128,8 +128,8 @@ def run(row: str, seed: int, data, groups) -> dict:
         both = np.vstack([train_features, features.transform(paths[val])])
         model = LogisticRegression().fit(both, labels[np.concatenate([train, val])])
         fit_s = time.perf_counter() - start
-        proba = model.predict_proba(features.transform(paths[test]))
-        classes = model.classes_
+        probas = {row: model.predict_proba(features.transform(paths[test]))}
+        epochs = None
     else:
         model = FineTuneClassifier(
             **params,
@@ -138,47 +138,28 @@ def run(row: str, seed: int, data, groups) -> dict:
         )
         model.fit(paths[train], labels[train])
         fit_s = time.perf_counter() - start
-        classes = model.classes_
+        probas = {fitted_row: model.predict_proba(paths[test])}
         # Every prediction-only variant of this row, from the same fitted model.
         for other, (base, changes) in PREDICTION_ONLY.items():
             if base == fitted_row:
-                variant = CACHE / f"{other}_{seed}.json"
-                proba = model.set_params(**changes).predict_proba(paths[test])
-                model.set_params(**{k: ROWS[base][1][k] for k in changes})
-                _cache(
-                    variant,
-                    _result(
-                        other, seed, fit_s, transform_s, model, proba, labels[test], classes, test
-                    ),
-                )
-        proba = model.predict_proba(paths[test])
-        if row != fitted_row:
-            return json.loads(path.read_text())
-    return _cache(
-        path,
-        _result(
-            row,
-            seed,
-            fit_s,
-            transform_s,
-            None if params is None else model,
-            proba,
-            labels[test],
-            classes,
-            test,
-        ),
-    )
+                probas[other] = model.set_params(**changes).predict_proba(paths[test])
+                model.set_params(**{k: params[k] for k in changes})
+        epochs = len(model.history)
+    for name, proba in probas.items():
+        result = _result(name, seed, fit_s, transform_s, epochs, proba, labels[test], model, test)
+        _cache(CACHE / f"{name}_{seed}.json", result)
+    return json.loads(path.read_text())
 
 
-def _result(row, seed, fit_s, transform_s, model, proba, y_test, classes, test) -> dict:
+def _result(row, seed, fit_s, transform_s, epochs, proba, y_test, model, test) -> dict:
     return {
         "row": row,
         "seed": seed,
         "fit_s": fit_s,
         "transform_s": transform_s,
         "ratio": fit_s / transform_s,
-        "epochs": None if model is None else len(model.history),
-        **_scores(proba, y_test, np.asarray(classes)),
+        "epochs": epochs,
+        **_scores(proba, y_test, np.asarray(model.classes_)),
         "proba": proba.tolist(),
         "test": np.asarray(test).tolist(),
     }
@@ -223,18 +204,9 @@ def run_tiny(row: str, seed: int, data, groups) -> dict:
             random_state=seed,
         ).fit(images[train], labels[train])
     fit_s = time.perf_counter() - start
+    epochs = len(model.history) if row != "tiny-features" else None
     proba = model.predict_proba(images[test])
-    return _result(
-        row,
-        seed,
-        fit_s,
-        transform_s,
-        getattr(model, "history", None) and model,
-        proba,
-        labels[test],
-        model.classes_,
-        test,
-    )
+    return _result(row, seed, fit_s, transform_s, epochs, proba, labels[test], model, test)
 
 
 def summary(results: list) -> dict:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import sys
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -58,8 +59,10 @@ def predict_with_proba(estimator, X) -> tuple[np.ndarray, np.ndarray | None]:
 
     A :class:`~sklearn.pipeline.Pipeline` transforms ``X`` once and hands the result
     to its last step's ``predict`` and ``predict_proba``, so the features of a
-    :class:`~skconv.ConvFeatureTransformer` are computed once, not twice. The classes
-    are those of ``estimator.predict``, whatever its decision rule.
+    :class:`~skconv.ConvFeatureTransformer` are computed once, not twice. A
+    :class:`~skconv.FineTuneClassifier` runs its network once: its ``predict`` is the
+    argmax of ``predict_proba``. Otherwise the classes are those of
+    ``estimator.predict``, whatever its decision rule.
 
     Parameters
     ----------
@@ -93,11 +96,25 @@ def predict_with_proba(estimator, X) -> tuple[np.ndarray, np.ndarray | None]:
         estimator = estimator.steps[-1][1]
     else:
         Xt = X
+    if _predicts_by_argmax(estimator):
+        proba = np.asarray(estimator.predict_proba(Xt))
+        return np.asarray(estimator.classes_)[proba.argmax(axis=1)], proba
     y_pred = np.asarray(estimator.predict(Xt))
     proba = (
         np.asarray(estimator.predict_proba(Xt)) if hasattr(estimator, "predict_proba") else None
     )
     return y_pred, proba
+
+
+def _predicts_by_argmax(estimator) -> bool:
+    """Whether ``predict`` is the argmax of ``predict_proba``, so one pass gives both.
+
+    True for a :class:`~skconv.FineTuneClassifier`, whose network (twice with ``tta``)
+    would otherwise run once for each. Not assumed of other classifiers: an SVC's
+    ``predict`` and its Platt-scaled ``predict_proba`` can disagree.
+    """
+    finetune = sys.modules.get("skconv.finetune")  # not imported: not a FineTuneClassifier
+    return finetune is not None and isinstance(estimator, finetune.FineTuneClassifier)
 
 
 def classification_metrics(y_true, y_pred, y_proba=None, *, labels=None) -> dict:

@@ -118,6 +118,30 @@ def test_predict_with_proba_transforms_once_and_matches_predict():
     assert m["labels"] == ["neg", "pos"] and m["accuracy"] > 0.9
 
 
+def test_predict_with_proba_runs_a_fine_tuned_network_once():
+    from skconv import FineTuneClassifier
+    from skconv.datasets import make_ultrasound
+
+    X, y = make_ultrasound(n_per_class=4, image_size=32, random_state=0)
+    clf = FineTuneClassifier(
+        backbone="resnet18",
+        weights=None,
+        image_size=32,
+        max_epochs=1,
+        train_split=None,
+        random_state=0,
+    ).fit(X, y)
+    seen = []
+    hook = clf.module_.register_forward_hook(lambda _m, inputs, _out: seen.append(len(inputs[0])))
+    try:
+        y_pred, proba = predict_with_proba(clf, X)
+    finally:
+        hook.remove()
+    assert sum(seen) == 2 * len(X)  # each image and its mirror (tta), once
+    np.testing.assert_array_equal(y_pred, clf.predict(X))
+    np.testing.assert_allclose(proba, clf.predict_proba(X), atol=1e-6)
+
+
 def test_predict_with_proba_without_predict_proba():
     from sklearn.svm import LinearSVC
 

@@ -598,6 +598,23 @@ def _settings_section(out: Path) -> list:
 def _settings_table(chosen: dict, title: str) -> list:
     tol = TOLERANCE_PX
     if chosen["model"].startswith("FineTuneClassifier"):
+        rows = chosen["rows"]
+        default = next(
+            (r for r in rows if (r["crops"], r["smooth"], r["trim"]) == ("centre", 24, 16)), None
+        )
+        best = max(rows, key=lambda r: (r["strict"], -r["n_crops"]))
+        reading = (
+            f" The defaults' row (centre, smooth 24, trim 16): {_pct(default['strict'])} "
+            f"strict; the best row: {_pct(best['strict'])} ({best['crops']}, smooth "
+            f"{best['smooth']}, trim {best['trim']})."
+            if default
+            else ""
+        )
+        if chosen.get("tta"):
+            reading += (
+                " The model predicts with `tta=True`, so each crop's map already averages "
+                "its mirror's, and the '+ mirror' rows repeat those without."
+            )
         return [
             "",
             f"## {title}",
@@ -605,7 +622,7 @@ def _settings_table(chosen: dict, title: str) -> list:
             f"`{chosen['command']}`: Grad-CAM of that {chosen['model']} (fitted on the train "
             f"part, the validation part for early stopping), the {chosen['n']} validation "
             "lesion images, crops of the final feature map only. Not used to choose the "
-            "defaults (which came first, above); it shows how they carry over.",
+            "defaults (which came first, above); it shows how they carry over." + reading,
             "",
             f"| crops | n crops | smooth | trim | pointing (strict) | pointing ({tol} px) |",
             "|---|---|---|---|---|---|",

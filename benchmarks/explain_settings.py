@@ -235,6 +235,8 @@ def main(argv=None) -> int:
             else "Pipeline([ConvFeatureTransformer(), LogisticRegression(max_iter=2000)]) "
             "fitted on the train part",
             "note": NOTE,
+            # a model that averages its mirror's logits has mirror-averaged maps already
+            "tta": bool(getattr(model, "tta", False)),
             "rows": rows,
         },
         overwrite=True,

@@ -180,9 +180,10 @@ def heatmaps(
         inside the lesion (strict pointing game) from 32 % to 55 %; shifted crops,
         mirrored crops, a 2x upsampled input or Grad-CAM on the stride-16 stage added
         at most 3 points at 2 to 25 times the cost, or lost. On the test part the
-        feature pipeline went from 34 % to 50 %, Grad-CAM of a fine-tuned
-        EfficientNet-Lite0 from 35 % to 50 % (``benchmarks/results/explain.md``).
-        ``smooth=0, trim=0`` gives the maps of before.
+        feature pipeline went from 34 % to 50 %, Grad-CAM of ``FineTuneClassifier()``
+        (its defaults, fitted on the train part) from 44 % to 63 %
+        (``benchmarks/results/explain.md``). ``smooth=0, trim=0`` gives the maps of
+        before.
     batch_size : int, default=16
         Images per forward pass.
 

@@ -79,7 +79,7 @@ def prepare_module(module: nn.Module, device: torch.device) -> nn.Module:
 
 
 def cpu_chunk_size(batch_size: int, device) -> int:
-    """Images per forward pass of a torch network: ``batch_size``, or fewer on a CPU.
+    """Images per forward pass on ``device``: ``batch_size``, or fewer on a CPU.
 
     Small batches keep activations in the CPU caches: on 2 cores every backbone
     measured was faster at 8 than at 32 (EfficientNet-Lite0 126 against 92 images/s,
@@ -500,18 +500,28 @@ class OnnxEngine:
         options.intra_op_num_threads = int(n_threads)
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # After each run ONNX Runtime's threads busy-wait for the next one, on the cores
+        # that decode the next batch meanwhile; sleeping instead was measured faster
+        # end to end (benchmarks/results/throughput.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.model_bytes = model_bytes
         self.session = ort.InferenceSession(
             model_bytes, options, providers=["CPUExecutionProvider"]
         )
 
     def chunk_size(self, batch_size: int) -> int:
-        """ONNX Runtime takes whole batches (measured no faster in chunks)."""
-        return batch_size
+        """Images per run: a few at a time, as the torch engine (:func:`cpu_chunk_size`)."""
+        return cpu_chunk_size(batch_size, self.device)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Pooled features ``(n, d)`` of a uint8 batch."""
-        return self.session.run(["features"], {"image": np.ascontiguousarray(batch)})[0]
+        batch = np.ascontiguousarray(batch)
+        step = self.chunk_size(len(batch))
+        parts = [
+            self.session.run(["features"], {"image": batch[start : start + step]})[0]
+            for start in range(0, len(batch), step)
+        ]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def export_features(module: nn.Module, spec: FeatureSpec) -> bytes:

@@ -16,6 +16,7 @@ from skconv._inference import (
     _Batches,
     _prefetched,
     build_engine,
+    cpu_chunk_size,
     fold_batch_norms,
     mean_of_views,
     mirror_views,
@@ -161,6 +162,29 @@ def test_onnx_engine_matches_torch_for_every_stage_pooling_and_mirroring(
     floats = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0
     want = torch_engine(prep.normalize(floats))
     np.testing.assert_allclose(onnx_engine(pixels), want, rtol=1e-4, atol=1e-5)
+
+
+def test_onnx_engine_runs_a_few_images_at_a_time_on_a_cpu(resnet):
+    engine = build_engine("onnxruntime", resnet, SPEC, device=CPU)
+    pixels = np.random.default_rng(2).integers(0, 256, (19, 32, 32, 3), dtype=np.uint8)
+    whole = engine.session.run(["features"], {"image": pixels})[0]
+    # its threads sleep between runs rather than spin on the cores that decode
+    options = engine.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+    class CountingSession:
+        def __init__(self, session):
+            self.session, self.sizes = session, []
+
+        def run(self, names, feeds):
+            self.sizes.append(len(feeds["image"]))
+            return self.session.run(names, feeds)
+
+    engine.session = counting = CountingSession(engine.session)
+    chunked = engine(pixels)
+    step = cpu_chunk_size(19, CPU)
+    assert step < 19 and counting.sizes == [min(step, 19 - i) for i in range(0, 19, step)]
+    np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
 
 
 def test_auto_falls_back_to_torch_with_a_reason_and_onnxruntime_refuses(resnet, monkeypatch):

@@ -317,7 +317,7 @@ def main():
         [] if QUICK else [("efficientnet_lite2", False), ("squeezenet1_1_caffe", False)]
     )
     OUT.mkdir(parents=True, exist_ok=True)
-    tmp = str(OUT / ".rss_paths.npy")
+    tmp = str(OUT / ".paths.npy")  # the paths a child process reads
     try:
         for backbone, with_compile in plan:
             result = bench_backbone(backbone, paths, with_compile)
@@ -325,16 +325,12 @@ def main():
             results["backbones"][backbone] = result
             print(backbone, json.dumps(result["ratios"]), flush=True)
             print(backbone, json.dumps(result["fresh_processes"]), flush=True)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    results["forward_batch_sweep"] = {
-        backbone: forward_batch_sweep(backbone) for backbone, _ in plan
-    }
-    print("forward batch sizes", json.dumps(results["forward_batch_sweep"]), flush=True)
-    small, big = (100, 1000) if QUICK else (500, 5000)
-    many = np.resize(data.paths, big)  # BUSI has 780 images: cycle through them
-    try:
+        results["forward_batch_sweep"] = {
+            backbone: forward_batch_sweep(backbone) for backbone, _ in plan
+        }
+        print("forward batch sizes", json.dumps(results["forward_batch_sweep"]), flush=True)
+        small, big = (100, 1000) if QUICK else (500, 5000)
+        many = np.resize(data.paths, big)  # BUSI has 780 images: cycle through them
         results["peak_rss_mib"] = {
             str(small): peak_rss_mib(many[:small], "efficientnet_lite0", tmp),
             str(big): peak_rss_mib(many, "efficientnet_lite0", tmp),

@@ -91,8 +91,10 @@ def cpu_chunk_size(batch_size: int, device) -> int:
     return min(batch_size, max(8, 4 * torch.get_num_threads()))
 
 
-def forward_in_chunks(forward, batch: torch.Tensor, device) -> torch.Tensor:
+def forward_in_chunks(forward, batch, device):
     """``forward(batch)``, computed a few images at a time on a CPU (:func:`cpu_chunk_size`).
+
+    ``batch`` and what ``forward`` returns are torch tensors or NumPy arrays alike.
 
     Examples
     --------
@@ -102,7 +104,10 @@ def forward_in_chunks(forward, batch: torch.Tensor, device) -> torch.Tensor:
     torch.Size([20, 3])
     """
     chunk = cpu_chunk_size(len(batch), device)
-    return torch.cat([forward(part) for part in batch.split(chunk)])
+    parts = [forward(batch[start : start + chunk]) for start in range(0, len(batch), chunk)]
+    if len(parts) == 1:
+        return parts[0]
+    return torch.cat(parts) if torch.is_tensor(parts[0]) else np.concatenate(parts)
 
 
 # --------------------------------------------------------------------------- mirroring
@@ -509,19 +514,12 @@ class OnnxEngine:
             model_bytes, options, providers=["CPUExecutionProvider"]
         )
 
-    def chunk_size(self, batch_size: int) -> int:
-        """Images per run: a few at a time, as the torch engine (:func:`cpu_chunk_size`)."""
-        return cpu_chunk_size(batch_size, self.device)
-
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """Pooled features ``(n, d)`` of a uint8 batch."""
-        batch = np.ascontiguousarray(batch)
-        step = self.chunk_size(len(batch))
-        parts = [
-            self.session.run(["features"], {"image": batch[start : start + step]})[0]
-            for start in range(0, len(batch), step)
-        ]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        """Pooled features ``(n, d)`` of a uint8 batch, a few images per run on a CPU."""
+        return forward_in_chunks(self._run, np.ascontiguousarray(batch), self.device)
+
+    def _run(self, pixels: np.ndarray) -> np.ndarray:
+        return self.session.run(["features"], {"image": pixels})[0]
 
 
 def export_features(module: nn.Module, spec: FeatureSpec) -> bytes:

@@ -26,6 +26,7 @@ import copy
 import io
 import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._ort import ParallelSession
 from .images import Preprocessing, crop_batch, load_batch
 from .pooling import pool_features
 
@@ -479,8 +481,11 @@ class TorchEngine:
             return self.compiled(batch)[:n]
 
 
-class OnnxEngine:
+class OnnxEngine(ParallelSession):
     """Run an exported pooled-feature graph (uint8 pixels in) with ONNX Runtime.
+
+    Each run takes a few images (:data:`~skconv._ort.ONNX_CHUNK`) on one thread, and
+    ``n_threads`` runs go at once, one per core (:class:`~skconv._ort.ParallelSession`).
 
     Parameters
     ----------
@@ -490,7 +495,7 @@ class OnnxEngine:
     preprocessing : Preprocessing
         The resize and crop of the pixels the graph takes.
     n_threads : int
-        ONNX Runtime's intra-op threads (torch's thread count: the same cores).
+        Runs at once (torch's thread count: the same cores).
     """
 
     kind = "onnxruntime"
@@ -498,28 +503,20 @@ class OnnxEngine:
     device = torch.device("cpu")
 
     def __init__(self, model_bytes: bytes, preprocessing: Preprocessing, n_threads: int):
-        import onnxruntime as ort
-
-        self.preprocessing = preprocessing
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(n_threads)
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # After each run ONNX Runtime's threads busy-wait for the next one, on the cores
-        # that decode the next batch meanwhile; sleeping instead was measured faster
-        # end to end (benchmarks/results/throughput.md).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        super().__init__(model_bytes, n_threads)
         self.model_bytes = model_bytes
-        self.session = ort.InferenceSession(
-            model_bytes, options, providers=["CPUExecutionProvider"]
-        )
+        self.preprocessing = preprocessing
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """Pooled features ``(n, d)`` of a uint8 batch, a few images per run on a CPU."""
-        return forward_in_chunks(self._run, np.ascontiguousarray(batch), self.device)
+        """Pooled features ``(n, d)`` of a uint8 batch, computed chunk by chunk, in parallel."""
+        batch = np.ascontiguousarray(batch)
+        chunks = self.map_chunks(lambda rows: self.run(batch[rows]), len(batch))
+        parts = [features for _, features in chunks]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
-    def _run(self, pixels: np.ndarray) -> np.ndarray:
-        return self.session.run(["features"], {"image": pixels})[0]
+    def run(self, pixels: np.ndarray) -> np.ndarray:
+        """One run of the graph on the calling thread: features of a uint8 batch."""
+        return self.session.run(["features"], {"image": np.ascontiguousarray(pixels)})[0]
 
 
 def export_features(module: nn.Module, spec: FeatureSpec) -> bytes:
@@ -716,7 +713,6 @@ def _prefetched(batches: _Batches):
     thread hides most of the decoding behind the forward pass without the start-up
     cost of worker processes.
     """
-    from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="skconv-decode") as pool:
         pending = pool.submit(batches.__getitem__, 0)
@@ -740,12 +736,32 @@ def extract(
 ) -> np.ndarray:
     """Run ``engine`` over ``images``, decoding batch by batch; ``(n, n_features)`` float32.
 
-    On a CPU each step decodes its batch with all cores into one reused buffer, then
-    computes (decoding alongside the network's threads was measured slower); worker
-    processes decode in parallel with one thread each; on an accelerator a thread
-    decodes the next batch while the current one computes.
+    With the ONNX Runtime engine each of its threads decodes a chunk of images, then
+    runs the graph on it, one thread per core. With torch on a CPU each step decodes
+    its batch with all cores into one reused buffer, then computes (decoding alongside
+    the network's threads was measured slower); worker processes decode in parallel
+    with one thread each; on an accelerator a thread decodes the next batch while the
+    current one computes.
     """
     from tqdm.auto import tqdm
+
+    rows = np.empty((len(images), n_features), dtype=np.float32)
+    if engine.kind == "onnxruntime" and not num_workers:
+        # Each thread decodes its own chunk, then runs it: the cores never wait for
+        # one another between decoding and computing.
+        def features_of(chunk: slice) -> np.ndarray:
+            indices = range(chunk.start, chunk.stop)
+            pixels = crop_batch(images, indices, engine.preprocessing, jpeg_draft=jpeg_draft)
+            return engine.run(pixels)
+
+        chunks = engine.map_chunks(
+            features_of, len(images), most=batch_size, window=2 * engine.n_threads
+        )
+        with tqdm(total=len(images), desc=desc, unit="img", disable=not verbose) as progress:
+            for chunk, features in chunks:
+                rows[chunk] = features
+                progress.update(len(features))
+        return rows
 
     on_cpu = getattr(engine, "device", torch.device("cpu")).type == "cpu"
     serial = on_cpu and not num_workers
@@ -768,7 +784,6 @@ def extract(
         batches = (dataset[i] for i in range(len(dataset)))
     else:
         batches = _prefetched(dataset)
-    rows = np.empty((len(images), n_features), dtype=np.float32)
     start = 0
     # A bar left open would redraw over an error message: the context closes it.
     with tqdm(total=len(images), desc=desc, unit="img", disable=not verbose) as progress:

@@ -29,6 +29,7 @@ import numpy as np
 
 from . import __version__
 from ._io import atomic_write
+from ._ort import ParallelSession, available_cores
 from .images import Preprocessing, check_images, crop_batch
 
 __all__ = ["OnnxClassifier", "export_onnx"]
@@ -419,16 +420,18 @@ class OnnxClassifier:
 
     It needs onnxruntime, NumPy and Pillow only: the images are decoded, resized and
     cropped as the exported model's metadata says (:func:`skconv.images.crop_batch`),
-    and the graph does the rest.
+    and the graph does the rest. A few images at a time are decoded and run on one
+    thread, ``n_threads`` of them at once (:class:`skconv._ort.ParallelSession`).
 
     Parameters
     ----------
     path : str or path-like
         The ``.onnx`` file.
     n_threads : int or None, default=None
-        ONNX Runtime's intra-op threads; None lets it choose.
+        Threads, each decoding and running its own images; None: one per core this
+        process may use.
     batch_size : int, default=32
-        Images decoded and run per step.
+        The most images decoded and run in one step of a thread (it takes at most 8).
 
     Attributes
     ----------
@@ -445,18 +448,12 @@ class OnnxClassifier:
     """
 
     def __init__(self, path: str | os.PathLike, *, n_threads: int | None = None, batch_size=32):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if n_threads:
-            options.intra_op_num_threads = int(n_threads)
         self.path = os.fspath(path)
         try:
-            self.session = ort.InferenceSession(
-                self.path, options, providers=["CPUExecutionProvider"]
-            )
+            self._runs = ParallelSession(self.path, n_threads or available_cores())
         except Exception as exc:
             raise ValueError(f"Cannot load the ONNX model {self.path!r}: {exc}") from exc
+        self.session = self._runs.session
         self.metadata_ = dict(self.session.get_modelmeta().custom_metadata_map)
         if "skconv_preprocessing" not in self.metadata_:
             raise ValueError(
@@ -480,11 +477,16 @@ class OnnxClassifier:
 
     def _run(self, X) -> tuple[np.ndarray, np.ndarray]:
         images = check_images(X)
+
+        def outputs_of(rows: slice) -> list:
+            pixels = crop_batch(images, range(rows.start, rows.stop), self.preprocessing_)
+            return self.session.run(["label", self.scores_name_], {"image": pixels})
+
         labels, scores = [], []
-        for start in range(0, len(images), self.batch_size):
-            stop = min(start + self.batch_size, len(images))
-            pixels = crop_batch(images, range(start, stop), self.preprocessing_)
-            label, score = self.session.run(["label", self.scores_name_], {"image": pixels})
+        runs = self._runs.map_chunks(
+            outputs_of, len(images), most=self.batch_size, window=2 * self._runs.n_threads
+        )
+        for _, (label, score) in runs:
             labels.append(np.asarray(label))
             scores.append(score)
         return np.concatenate(labels), np.concatenate(scores)

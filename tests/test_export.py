@@ -41,10 +41,12 @@ def test_exported_pipeline_predicts_as_the_pipeline(data, tmp_path, steps, score
     X, y = data
     clf = make_pipeline(ConvFeatureTransformer(**TINY), *steps).fit(X, y)
     path = export_onnx(clf, tmp_path / "model.onnx")
-    model = OnnxClassifier(path)
+    # three threads, each decoding and running its own chunk of at most 4 of the 12 images
+    model = OnnxClassifier(path, n_threads=3, batch_size=4)
     assert model.scores_name_ == scores
     assert model.classes_.tolist() == clf.classes_.tolist()
     np.testing.assert_array_equal(model.predict(X), clf.predict(X))
+    assert [c.stop - c.start for c in model._runs.chunks(len(X), most=4)] == [4, 4, 4]
     want = clf.predict_proba(X) if scores == "probabilities" else clf.decision_function(X)
     np.testing.assert_allclose(model.decision_function(X), want, atol=1e-4)
     meta = {p.key: p.value for p in onnx.load(path).metadata_props}

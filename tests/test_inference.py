@@ -13,15 +13,15 @@ from skconv import ConvFeatureTransformer
 from skconv._inference import (
     FeatureSpec,
     LazyEngine,
+    OnnxEngine,
     _Batches,
     _prefetched,
     build_engine,
-    cpu_chunk_size,
     fold_batch_norms,
     mean_of_views,
     mirror_views,
 )
-from skconv.images import Preprocessing
+from skconv.images import Preprocessing, crop_batch
 from skconv.zoo import load_backbone
 
 
@@ -164,27 +164,56 @@ def test_onnx_engine_matches_torch_for_every_stage_pooling_and_mirroring(
     np.testing.assert_allclose(onnx_engine(pixels), want, rtol=1e-4, atol=1e-5)
 
 
-def test_onnx_engine_runs_a_few_images_at_a_time_on_a_cpu(resnet):
-    engine = build_engine("onnxruntime", resnet, SPEC, device=CPU)
-    pixels = np.random.default_rng(2).integers(0, 256, (19, 32, 32, 3), dtype=np.uint8)
-    whole = engine.session.run(["features"], {"image": pixels})[0]
-    # its threads sleep between runs rather than spin on the cores that decode
-    options = engine.session.get_session_options()
-    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+class _RecordingSession:
+    """An ONNX Runtime session that records the size and thread of each run."""
 
-    class CountingSession:
-        def __init__(self, session):
-            self.session, self.sizes = session, []
+    def __init__(self, session):
+        self.session, self.sizes, self.threads = session, [], set()
+        self._lock = threading.Lock()
 
-        def run(self, names, feeds):
+    def run(self, names, feeds):
+        with self._lock:
             self.sizes.append(len(feeds["image"]))
-            return self.session.run(names, feeds)
+            self.threads.add(threading.get_ident())
+        return self.session.run(names, feeds)
 
-    engine.session = counting = CountingSession(engine.session)
+
+def test_onnx_engine_runs_chunks_of_a_few_images_on_its_threads_at_once(resnet):
+    built = build_engine("onnxruntime", resnet, SPEC, device=CPU)
+    options = built.session.get_session_options()
+    assert options.intra_op_num_threads == 1  # one core per run, runs side by side
+    engine = OnnxEngine(built.model_bytes, SPEC.preprocessing, n_threads=3)
+    pixels = np.random.default_rng(2).integers(0, 256, (19, 32, 32, 3), dtype=np.uint8)
+    whole = engine.run(pixels)
+    engine.session = recorder = _RecordingSession(engine.session)
     chunked = engine(pixels)
-    step = cpu_chunk_size(19, CPU)
-    assert step < 19 and counting.sizes == [min(step, 19 - i) for i in range(0, 19, step)]
+    assert sorted(recorder.sizes) == [6, 6, 7] and len(recorder.threads) >= 2
     np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
+    # a few images are shared among the threads rather than run by one
+    recorder.sizes.clear()
+    np.testing.assert_allclose(engine(pixels[:6]), whole[:6], rtol=1e-5, atol=1e-6)
+    assert recorder.sizes == [2, 2, 2]
+
+
+def test_extract_decodes_and_runs_each_chunk_on_the_onnx_engines_threads(resnet, tmp_path):
+    from PIL import Image
+
+    from skconv._inference import extract
+
+    paths = []
+    for i in range(11):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(np.full((40, 36, 3), 20 * i, dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    built = build_engine("onnxruntime", resnet, SPEC, device=CPU)
+    engine = OnnxEngine(built.model_bytes, SPEC.preprocessing, n_threads=2)
+    engine.session = recorder = _RecordingSession(engine.session)
+    features = extract(engine, paths, 512, batch_size=4)
+    assert sorted(recorder.sizes) == [2, 3, 3, 3] and len(recorder.threads) == 2
+    want = engine.session.session.run(
+        ["features"], {"image": crop_batch(paths, range(11), SPEC.preprocessing)}
+    )[0]
+    np.testing.assert_allclose(features, want, rtol=1e-5, atol=1e-6)
 
 
 def test_auto_falls_back_to_torch_with_a_reason_and_onnxruntime_refuses(resnet, monkeypatch):

@@ -18,6 +18,12 @@ two transforms after a warm-up batch), and one epoch of `FineTuneClassifier()` o
 them (its own default recipe, no validation split), with glibc's defaults and with
 `MALLOC_MMAP_THRESHOLD_` and `MALLOC_TRIM_THRESHOLD_` raised so that freed memory stays in
 the heap for reuse. Peak RSS (VmHWM) of each child is recorded beside its speed.
+
+Then the whole `skconv fit BUSI --mode finetune` (split, near-duplicates, fine-tuning with
+early stopping, evaluation, reports), once as the `skconv` command, which keeps freed
+memory for reuse (skconv.memory.reuse_freed_memory), and once through `skconv.cli.main`
+called from Python, which leaves glibc's defaults: wall-clock seconds of each and their
+test accuracy, which must be the same.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +103,33 @@ def run_child(paths_file, labels_file, task, malloc):
     return float(rate), float(rss)
 
 
+FIT_FROM_PYTHON = "import sys; from skconv.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def cli_finetune():
+    """Seconds of `skconv fit BUSI --mode finetune`, glibc's defaults then the command's."""
+    rows = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for name, start in (
+            ("default", [sys.executable, "-c", FIT_FROM_PYTHON]),
+            ("tuned", [sys.executable, "-m", "skconv"]),
+        ):
+            out = f"{folder}/{name}"
+            env = {k: v for k, v in os.environ.items() if k not in TUNED}
+            begin = time.perf_counter()
+            subprocess.run(
+                [*start, "fit", str(BUSI), "--mode", "finetune", "--out", out],
+                check=True,
+                capture_output=True,
+                env=env,
+            )
+            seconds = time.perf_counter() - begin
+            metrics = json.loads(Path(out, "metrics.json").read_text())
+            rows[name] = {"seconds": seconds, "test_accuracy": metrics["test"]["accuracy"]}
+            print("skconv fit --mode finetune", name, rows[name], flush=True)
+    return rows
+
+
 def main():
     data = load_image_folder(BUSI)
     order = np.random.default_rng(0).permutation(len(data.paths))
@@ -113,6 +147,8 @@ def main():
                     row.setdefault("images_per_s", []).append(rate)
                     row.setdefault("peak_rss_mib", []).append(rss)
                     print(task, malloc, f"{rate:.1f} images/s, {rss:.0f} MiB", flush=True)
+    if not QUICK:
+        results["cli_finetune"] = cli_finetune()
     results["load_average_after"] = os.getloadavg()[0]
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "malloc.json").write_text(json.dumps(results, indent=1))
@@ -145,6 +181,18 @@ def write_markdown(results):
             f"| {max(rows['default']['peak_rss_mib']):.0f} MiB "
             f"| {max(rows['tuned']['peak_rss_mib']):.0f} MiB |"
         )
+    cli = results.get("cli_finetune")
+    if cli:
+        d, t = cli["default"], cli["tuned"]
+        lines += [
+            "",
+            "The whole `skconv fit BUSI --mode finetune` (split, near-duplicates, "
+            "fine-tuning with early stopping, evaluation, reports), once each: through "
+            "`skconv.cli.main` called from Python, which leaves glibc's defaults, "
+            f"{d['seconds']:.0f} s; as the `skconv` command, which keeps freed memory, "
+            f"{t['seconds']:.0f} s ({d['seconds'] / t['seconds']:.2f}x); test accuracy "
+            f"{100 * d['test_accuracy']:.1f} % and {100 * t['test_accuracy']:.1f} %.",
+        ]
     lines += [
         "",
         f"Load average after the run: {results['load_average_after']:.2f}.",

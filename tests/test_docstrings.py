@@ -32,6 +32,7 @@ MODULES = [
     "skconv.export",
     "skconv.persistence",
     "skconv.distributed",
+    "skconv.memory",
 ]
 # PR01/PR02: parameters missing from or unknown to the docstring; RT01: no Returns
 # section (functions only); EX01: no Examples; GL08: no docstring at all.

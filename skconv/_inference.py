@@ -27,6 +27,7 @@ import io
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -757,10 +758,13 @@ def extract(
         chunks = engine.map_chunks(
             features_of, len(images), most=batch_size, window=2 * engine.n_threads
         )
-        with tqdm(total=len(images), desc=desc, unit="img", disable=not verbose) as progress:
-            for chunk, features in chunks:
-                rows[chunk] = features
-                progress.update(len(features))
+        # Closing waits for the chunks in flight if this loop fails (Python 3.9 has no
+        # parenthesised with-statements, hence two).
+        with closing(chunks):
+            with tqdm(total=len(images), desc=desc, unit="img", disable=not verbose) as progress:
+                for chunk, features in chunks:
+                    rows[chunk] = features
+                    progress.update(len(features))
         return rows
 
     on_cpu = getattr(engine, "device", torch.device("cpu")).type == "cpu"

@@ -15,7 +15,7 @@ import os
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 __all__ = ["ONNX_CHUNK", "ParallelSession", "available_cores", "ordered_map"]
 
@@ -66,7 +66,7 @@ class ParallelSession:
             model = os.fspath(model)
         self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         self._pool = None
-        self._pool_pid = None
+        self._pool_pid = os.getpid()
         self._pool_lock = threading.Lock()
 
     @staticmethod
@@ -91,21 +91,31 @@ class ParallelSession:
         """Yield ``(rows, work(rows))`` for the slices of :meth:`chunks`, in order.
 
         ``work`` runs on ``n_threads`` threads, at most ``window`` slices ahead of the
-        caller (all of them by default).
+        caller (all of them by default). A caller that may stop early (an error of its
+        own) closes the generator, e.g. with :func:`contextlib.closing`: closing waits
+        for the slices in flight and submits no more.
         """
         chunks = self.chunks(n, most)
         if self.n_threads == 1 or len(chunks) <= 1:
-            results: Iterable = map(work, chunks)
-        else:
-            results = ordered_map(self._threads(), work, chunks, window or len(chunks))
-        yield from zip(chunks, results)
+            yield from zip(chunks, map(work, chunks))
+            return
+        results = ordered_map(self._threads(), work, chunks, window or len(chunks))
+        try:
+            yield from zip(chunks, results)
+        finally:
+            results.close()  # a caller that stops early waits for the chunks in flight
 
     def _threads(self) -> ThreadPoolExecutor:
         """The thread pool, made again in a forked child (which inherits no threads)."""
+        if self._pool_pid != os.getpid():
+            # A forked child: its copy of the lock may have been held by a thread that
+            # does not exist here, and its pool has no threads. It starts single-threaded.
+            self._pool_lock = threading.Lock()
+            self._pool = None
+            self._pool_pid = os.getpid()
         with self._pool_lock:
-            if self._pool is None or self._pool_pid != os.getpid():
+            if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.n_threads, thread_name_prefix="skconv-onnx")
-                self._pool_pid = os.getpid()
             return self._pool
 
     def __del__(self):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -486,9 +487,10 @@ class OnnxClassifier:
         runs = self._runs.map_chunks(
             outputs_of, len(images), most=self.batch_size, window=2 * self._runs.n_threads
         )
-        for _, (label, score) in runs:
-            labels.append(np.asarray(label))
-            scores.append(score)
+        with closing(runs):
+            for _, (label, score) in runs:
+                labels.append(np.asarray(label))
+                scores.append(score)
         return np.concatenate(labels), np.concatenate(scores)
 
     def predict(self, X) -> np.ndarray:

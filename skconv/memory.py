@@ -71,6 +71,7 @@ def reuse_freed_memory() -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    if not mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD):
+    # The mmap threshold first: where glibc takes no value, nothing has changed.
+    if not (mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) or mallopt(_M_MMAP_THRESHOLD, 32 << 20)):
         return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) or mallopt(_M_MMAP_THRESHOLD, 32 << 20))
+    return bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))

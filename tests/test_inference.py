@@ -165,16 +165,24 @@ def test_onnx_engine_matches_torch_for_every_stage_pooling_and_mirroring(
 
 
 class _RecordingSession:
-    """An ONNX Runtime session that records the size and thread of each run."""
+    """An ONNX Runtime session that records the size and thread of each run.
+
+    Its first two runs wait for each other (a barrier): they must run at the same time,
+    on two threads, or the test fails with BrokenBarrierError.
+    """
 
     def __init__(self, session):
         self.session, self.sizes, self.threads = session, [], set()
         self._lock = threading.Lock()
+        self._together = threading.Barrier(2, timeout=30)
 
     def run(self, names, feeds):
         with self._lock:
             self.sizes.append(len(feeds["image"]))
             self.threads.add(threading.get_ident())
+            first_two = len(self.sizes) <= 2
+        if first_two:
+            self._together.wait()
         return self.session.run(names, feeds)
 
 
@@ -187,7 +195,7 @@ def test_onnx_engine_runs_chunks_of_a_few_images_on_its_threads_at_once(resnet):
     whole = engine.run(pixels)
     engine.session = recorder = _RecordingSession(engine.session)
     chunked = engine(pixels)
-    assert sorted(recorder.sizes) == [6, 6, 7] and len(recorder.threads) >= 2
+    assert sorted(recorder.sizes) == [6, 6, 7] and len(recorder.threads) >= 2  # at once
     np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
     # a few images are shared among the threads rather than run by one
     recorder.sizes.clear()
@@ -214,6 +222,29 @@ def test_extract_decodes_and_runs_each_chunk_on_the_onnx_engines_threads(resnet,
         ["features"], {"image": crop_batch(paths, range(11), SPEC.preprocessing)}
     )[0]
     np.testing.assert_allclose(features, want, rtol=1e-5, atol=1e-6)
+
+
+def test_extract_leaves_no_chunk_running_after_an_error_of_its_own(resnet, tmp_path):
+    import time
+
+    from skconv._inference import extract
+
+    built = build_engine("onnxruntime", resnet, SPEC, device=CPU)
+    engine = OnnxEngine(built.model_bytes, SPEC.preprocessing, n_threads=2)
+    images = np.zeros((40, 32, 32, 3), dtype=np.uint8)
+    started, finished = [], []
+
+    def slow_run(pixels):
+        started.append(1)
+        time.sleep(0.0 if len(started) == 1 else 0.3)  # the first fails fast, others run on
+        finished.append(1)
+        return np.zeros((len(pixels), 7), dtype=np.float32)  # not the 512 columns promised
+
+    engine.run = slow_run
+    with pytest.raises(ValueError, match="broadcast"):
+        extract(engine, images, 512, batch_size=4)
+    assert 2 <= len(started) < 10  # the runs had begun, not all of them
+    assert len(finished) == len(started)  # and none is still running
 
 
 def test_auto_falls_back_to_torch_with_a_reason_and_onnxruntime_refuses(resnet, monkeypatch):

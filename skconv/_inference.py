@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._ort import ParallelSession
+from ._ort import ParallelSession, ordered_map
 from .images import Preprocessing, crop_batch, load_batch
 from .pooling import pool_features
 
@@ -94,10 +94,8 @@ def cpu_chunk_size(batch_size: int, device) -> int:
     return min(batch_size, max(8, 4 * torch.get_num_threads()))
 
 
-def forward_in_chunks(forward, batch, device):
+def forward_in_chunks(forward, batch: torch.Tensor, device) -> torch.Tensor:
     """``forward(batch)``, computed a few images at a time on a CPU (:func:`cpu_chunk_size`).
-
-    ``batch`` and what ``forward`` returns are torch tensors or NumPy arrays alike.
 
     Examples
     --------
@@ -107,10 +105,7 @@ def forward_in_chunks(forward, batch, device):
     torch.Size([20, 3])
     """
     chunk = cpu_chunk_size(len(batch), device)
-    parts = [forward(batch[start : start + chunk]) for start in range(0, len(batch), chunk)]
-    if len(parts) == 1:
-        return parts[0]
-    return torch.cat(parts) if torch.is_tensor(parts[0]) else np.concatenate(parts)
+    return torch.cat([forward(part) for part in batch.split(chunk)])
 
 
 # --------------------------------------------------------------------------- mirroring
@@ -714,14 +709,9 @@ def _prefetched(batches: _Batches):
     thread hides most of the decoding behind the forward pass without the start-up
     cost of worker processes.
     """
-
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="skconv-decode") as pool:
-        pending = pool.submit(batches.__getitem__, 0)
-        for i in range(1, len(batches)):
-            batch = pending.result()
-            pending = pool.submit(batches.__getitem__, i)
-            yield batch
-        yield pending.result()
+        # A window of 2: batch i is handed over while batch i + 1 decodes.
+        yield from ordered_map(pool, batches.__getitem__, range(len(batches)), window=2)
 
 
 def extract(

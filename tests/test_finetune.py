@@ -291,6 +291,73 @@ def test_groups_stay_whole_in_the_internal_validation_split(synthetic):
         FineTuneClassifier(**TINY, max_epochs=1).fit(X, y, groups=y)
 
 
+def test_skorchs_own_valid_split_with_groups_is_refused_by_name(synthetic):
+    X, y = synthetic
+    clf = FineTuneClassifier(**TINY, max_epochs=1, train_split=ValidSplit(0.2))
+    with pytest.raises(ValueError, match=r"GroupValidSplit\(0\.2, stratified=False"):
+        clf.fit(X, y, groups=np.arange(len(y)) // 3)
+
+
+def test_parameters_are_validated_once_per_fit(synthetic, monkeypatch):
+    import skconv.finetune._classifier as module
+
+    calls = []
+    original = module.validate_parameter_constraints
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, "validate_parameter_constraints", counted)
+    X, y = synthetic
+    clf = FineTuneClassifier(**TINY, max_epochs=1, train_split=None).fit(X, y)
+    assert len(calls) == 1
+    clf.partial_fit(X, y)
+    assert len(calls) == 2
+
+
+def test_num_workers_reach_skorchs_loaders_unless_set_there():
+    clf = FineTuneClassifier(**TINY, num_workers=2)
+    assert clf.get_params_for("iterator_train")["num_workers"] == 2
+    assert clf.get_params_for("iterator_valid")["num_workers"] == 2
+    clf.set_params(iterator_train__num_workers=0)
+    assert clf.get_params_for("iterator_train")["num_workers"] == 0
+    assert "num_workers" not in FineTuneClassifier(**TINY).get_params_for("iterator_train")
+
+
+def test_as_thin_over_skorch_as_skorchs_own_classifier():
+    from skorch import NeuralNetClassifier
+
+    # Methods and properties of skorch's classifier that FineTuneClassifier redefines
+    # (its __init__, which only stores parameters, aside); skorch's NeuralNetClassifier
+    # itself redefines 6 of NeuralNet's by the same count.
+    overridden = sorted(
+        name
+        for name, value in vars(FineTuneClassifier).items()
+        if (callable(value) or isinstance(value, property))
+        and name != "__init__"
+        and hasattr(NeuralNetClassifier, name)
+    )
+    assert len(overridden) <= 10, overridden
+
+
+def test_trunk_views_are_kept_in_the_dtype_asked_for():
+    from skconv.finetune._data import trunk_views
+    from skconv.images import Preprocessing
+
+    torch.manual_seed(0)
+    trunk = torch.nn.Conv2d(3, 4, 3, stride=2).eval()
+    prep = Preprocessing(image_size=16)
+    X = np.random.default_rng(0).integers(0, 256, (5, 20, 20), dtype=np.uint8)
+    full = trunk_views(trunk, X, prep, None, 1, seed=0, dtype=torch.float32)
+    half = trunk_views(trunk, X, prep, None, 1, seed=0)
+    assert full.dtype == torch.float32 and half.dtype == torch.float16
+    with torch.no_grad():
+        expected = trunk(torch.stack([prep(load_image(x)) for x in X]))
+    torch.testing.assert_close(full[0], expected, atol=1e-6, rtol=1e-6)
+    assert not torch.equal(full, half.float())  # float16 rounds; float32 must not
+
+
 def test_unseen_validation_labels_are_refused(synthetic):
     X, y = synthetic
     split = predefined_split(Dataset(X[:3], np.array(["benign", "cyst", "normal"])))

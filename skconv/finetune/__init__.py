@@ -5,13 +5,15 @@ The classifier is a thin :class:`skorch.NeuralNetClassifier`: its module
 the practice that makes fine-tuning pay on a few hundred images lives in callbacks and a
 few overridden hooks. The package holds one concern a module: the network
 (``_net``), the data (augmentation and cached trunk outputs, ``_data``), the callbacks
-(``_callbacks``) and the classifier (``_classifier``).
+(``_callbacks``), the group-keeping validation split (``_split``) and the classifier
+(``_classifier``).
 """
 
-from ._callbacks import BackboneFreezer, EpochCheckpoint, NextView, WarmupCosineLR
+from ._callbacks import BackboneFreezer, EpochCheckpoint, NextView, WarmupCosine, WarmupCosineLR
 from ._classifier import FineTuneClassifier
 from ._data import TrainAugmentation
 from ._net import FineTuneNet
+from ._split import GroupValidSplit
 
 __all__ = [
     "FineTuneClassifier",
@@ -19,8 +21,10 @@ __all__ = [
     "TrainAugmentation",
     "BackboneFreezer",
     "NextView",
+    "WarmupCosine",
     "WarmupCosineLR",
     "EpochCheckpoint",
+    "GroupValidSplit",
 ]
 
 # Pickles and the documentation name the public path, not the private module.
@@ -30,8 +34,10 @@ for _cls in (
     TrainAugmentation,
     BackboneFreezer,
     NextView,
+    WarmupCosine,
     WarmupCosineLR,
     EpochCheckpoint,
+    GroupValidSplit,
 ):
     _cls.__module__ = __name__
 del _cls

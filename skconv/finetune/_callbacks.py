@@ -14,7 +14,14 @@ from skorch.callbacks import Callback, EarlyStopping, LRScheduler, PassthroughSc
 from skorch.callbacks.scoring import ScoringBase
 from skorch.history import History
 
-__all__ = ["BackboneFreezer", "EpochCheckpoint", "EpochLRScheduler", "NextView", "WarmupCosineLR"]
+__all__ = [
+    "BackboneFreezer",
+    "EpochCheckpoint",
+    "EpochLRScheduler",
+    "NextView",
+    "WarmupCosine",
+    "WarmupCosineLR",
+]
 
 
 class EpochLRScheduler(LRScheduler):
@@ -67,13 +74,61 @@ class BackboneFreezer(Callback):
             param.requires_grad_(True)
 
 
-class WarmupCosineLR(torch.optim.lr_scheduler.LRScheduler):
+class WarmupCosine:
+    """The factor of :class:`WarmupCosineLR` at each epoch: hold, linear warm-up, cosine.
+
+    A plain picklable callable (no lambda), for :class:`torch.optim.lr_scheduler.LambdaLR`.
+
+    Parameters
+    ----------
+    max_epochs : int
+        Total number of epochs; the factor reaches ``min_factor`` at the last one.
+    hold_epochs : int, default=0
+        Epochs at factor 1 first (the head-only warm-up).
+    warmup_epochs : int, default=1
+        Epochs of linear warm-up after the hold.
+    min_factor : float, default=0.01
+        The final factor.
+
+    Examples
+    --------
+    >>> from skconv.finetune import WarmupCosine
+    >>> [round(WarmupCosine(max_epochs=4)(epoch), 3) for epoch in range(4)]
+    [0.5, 1.0, 0.505, 0.01]
+    """
+
+    def __init__(
+        self, max_epochs: int, hold_epochs: int = 0, warmup_epochs: int = 1, min_factor=0.01
+    ):
+        self.max_epochs = max_epochs
+        self.hold_epochs = hold_epochs
+        self.warmup_epochs = warmup_epochs
+        self.min_factor = min_factor
+
+    def __call__(self, epoch: int) -> float:
+        if epoch < self.hold_epochs:
+            return 1.0
+        epoch -= self.hold_epochs
+        if epoch < self.warmup_epochs:
+            return (epoch + 1) / (self.warmup_epochs + 1)
+        span = max(1, self.max_epochs - self.hold_epochs - self.warmup_epochs - 1)
+        progress = min(1.0, (epoch - self.warmup_epochs) / span)
+        return self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class WarmupCosineLR(torch.optim.lr_scheduler.LambdaLR):
     """Constant during the head-only epochs, linear warm-up, then cosine decay.
+
+    torch's :class:`~torch.optim.lr_scheduler.LambdaLR` with the factors of
+    :class:`WarmupCosine`, so that skorch's
+    :class:`~skorch.callbacks.LRScheduler` builds it from keyword arguments. Each
+    group's rate is its initial rate times the factor, so ratios between groups (the
+    pretrained layers' lower rate) stay.
 
     Parameters
     ----------
     optimizer : torch.optim.Optimizer
-        The optimizer whose groups' learning rates are scaled (their ratios stay).
+        The optimizer whose groups' learning rates are scaled.
     max_epochs : int
         Total number of epochs; the rate reaches ``min_factor`` at the last one.
     hold_epochs : int, default=0
@@ -83,7 +138,7 @@ class WarmupCosineLR(torch.optim.lr_scheduler.LRScheduler):
     min_factor : float, default=0.01
         Final fraction of each group's initial rate.
     last_epoch : int, default=-1
-        As in :class:`torch.optim.lr_scheduler.LRScheduler`.
+        As in :class:`torch.optim.lr_scheduler.LambdaLR`.
 
     Examples
     --------
@@ -107,25 +162,12 @@ class WarmupCosineLR(torch.optim.lr_scheduler.LRScheduler):
         min_factor: float = 0.01,
         last_epoch: int = -1,
     ):
-        self.max_epochs = max_epochs
-        self.hold_epochs = hold_epochs
-        self.warmup_epochs = warmup_epochs
-        self.min_factor = min_factor
-        super().__init__(optimizer, last_epoch)
+        self.schedule = WarmupCosine(max_epochs, hold_epochs, warmup_epochs, min_factor)
+        super().__init__(optimizer, self.schedule, last_epoch)
 
     def factor(self, epoch: int) -> float:
         """Multiplier of the initial rates at ``epoch`` (0-based)."""
-        if epoch < self.hold_epochs:
-            return 1.0
-        epoch -= self.hold_epochs
-        if epoch < self.warmup_epochs:
-            return (epoch + 1) / (self.warmup_epochs + 1)
-        span = max(1, self.max_epochs - self.hold_epochs - self.warmup_epochs - 1)
-        progress = min(1.0, (epoch - self.warmup_epochs) / span)
-        return self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    def get_lr(self):
-        return [base * self.factor(self.last_epoch) for base in self.base_lrs]
+        return self.schedule(epoch)
 
 
 class EpochCheckpoint(Callback):

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import os
 from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
-from skorch import NeuralNetClassifier
+from skorch import NeuralNet, NeuralNetClassifier
 from skorch.callbacks import EarlyStopping, EpochScoring
 from skorch.dataset import ValidSplit
 from torch import nn
@@ -32,6 +32,7 @@ from ._callbacks import (
 )
 from ._data import TrainAugmentation, TrunkViews, _ImageSet, trunk_views
 from ._net import FineTuneNet, resolve_train_layers
+from ._split import GroupValidSplit
 
 __all__ = ["FineTuneClassifier"]
 
@@ -127,7 +128,9 @@ class FineTuneClassifier(NeuralNetClassifier):
     image_size : int or None, default=None
         Side of the square input; None uses the weights' own size.
     num_workers : int, default=0
-        DataLoader processes that decode and augment images.
+        DataLoader processes that decode and augment images: for the cached trunk
+        views, and for skorch's loaders unless ``iterator_train__num_workers`` or
+        ``iterator_valid__num_workers`` is given.
     random_state : int or None, default=None
         Seeds the random draws of ``fit`` (initialisation of the head, shuffling,
         augmentation, dropout) so that two fits on the same CPU machine give the same
@@ -156,15 +159,14 @@ class FineTuneClassifier(NeuralNetClassifier):
         Most epochs to train.
     batch_size : int, default=32
         Images per step.
-    train_split : callable or None, default=ValidSplit(0.15, stratified=True, random_state=0)
+    train_split : callable or None, default=GroupValidSplit(0.15, stratified=True, random_state=0)
         How the validation part is made; pass
         ``skorch.helper.predefined_split(skorch.dataset.Dataset(X_val, y_val))``
         to use the part from :func:`skconv.model_selection.train_val_test_split`.
-        With ``groups`` given to ``fit``, a :class:`skorch.dataset.ValidSplit` with
-        a number as ``cv`` keeps groups whole: its validation part is the first
-        fold of :class:`~sklearn.model_selection.StratifiedGroupKFold` with
-        ``round(1 / cv)`` folds (``cv`` folds for an int), stratified unless no
-        class has a member for every fold.
+        The default is skorch's ``ValidSplit(0.15, stratified=True, random_state=0)``,
+        except that ``groups`` given to ``fit`` stay whole (:class:`GroupValidSplit`);
+        with ``groups``, skorch's own ``ValidSplit`` with a number as ``cv`` is
+        refused, since it would put members of a group on both sides.
     callbacks : list or None, default=None
         More skorch callbacks.
     verbose : int, default=0
@@ -250,7 +252,7 @@ class FineTuneClassifier(NeuralNetClassifier):
         lr: float = 1e-3,
         max_epochs: int = 15,
         batch_size: int = 32,
-        train_split=ValidSplit(0.15, stratified=True, random_state=0),  # noqa: B008
+        train_split=GroupValidSplit(0.15, stratified=True, random_state=0),  # noqa: B008
         callbacks=None,
         verbose: int = 0,
         device: str = "cpu",
@@ -336,7 +338,12 @@ class FineTuneClassifier(NeuralNetClassifier):
     def classes_(self):
         return self.label_encoder_.classes_
 
-    def _check_params(self) -> None:
+    def _checked_codes(self, X, y, *, new_labels: bool) -> np.ndarray:
+        """Validate the parameters and ``y`` once per fit; ``y`` as integer codes.
+
+        With ``new_labels``, the classes (and class weights) are learnt from ``y``
+        first: the head and the loss are built from them.
+        """
         # skorch's _validate_params checks parameter names, not values: hence the
         # direct call rather than scikit-learn's _fit_context.
         validate_parameter_constraints(
@@ -344,8 +351,6 @@ class FineTuneClassifier(NeuralNetClassifier):
             self.get_params(deep=False),
             caller_name=type(self).__name__,
         )
-
-    def _check_targets(self, X, y) -> np.ndarray:
         if y is None:
             raise ValueError("FineTuneClassifier needs y: one label per image.")
         images = check_images(X) if not isinstance(X, torch.utils.data.Dataset) else X
@@ -355,22 +360,20 @@ class FineTuneClassifier(NeuralNetClassifier):
         if len(y) != len(images):
             raise ValueError(f"X has {len(images)} images but y has {len(y)} labels.")
         check_classification_targets(y)
-        return y
-
-    def _fit_labels(self, X, y) -> None:
-        y = self._check_targets(X, y)
-        encoder = LabelEncoder().fit(y)
-        if len(encoder.classes_) < 2:
-            raise ValueError(
-                f"y holds a single class ({encoder.classes_[0]!r}); "
-                "a classifier needs at least two."
+        if new_labels:
+            encoder = LabelEncoder().fit(y)
+            if len(encoder.classes_) < 2:
+                raise ValueError(
+                    f"y holds a single class ({encoder.classes_[0]!r}); "
+                    "a classifier needs at least two."
+                )
+            self.label_encoder_ = encoder
+            self.class_weight_ = (
+                compute_class_weight("balanced", classes=encoder.classes_, y=y).astype(np.float32)
+                if self.class_weight == "balanced"
+                else None
             )
-        self.label_encoder_ = encoder
-        self.class_weight_ = (
-            compute_class_weight("balanced", classes=encoder.classes_, y=y).astype(np.float32)
-            if self.class_weight == "balanced"
-            else None
-        )
+        return self._codes(y)
 
     def _codes(self, y) -> np.ndarray:
         y = np.asarray(y)
@@ -396,8 +399,8 @@ class FineTuneClassifier(NeuralNetClassifier):
         groups : array-like of shape (n_images,), default=None
             Group labels, such as those of
             :func:`skconv.model_selection.find_near_duplicates`: the internal
-            validation split keeps each group whole (see ``train_split``). Too few
-            groups for its folds raise ValueError.
+            validation split keeps each group whole (see ``train_split`` and
+            :class:`GroupValidSplit`). Too few groups for its folds raise ValueError.
         **fit_params : dict
             Passed on to skorch's ``fit``.
 
@@ -406,15 +409,14 @@ class FineTuneClassifier(NeuralNetClassifier):
         self : FineTuneClassifier
             The fitted classifier.
         """
-        self._check_params()
-        if not (self.warm_start and self.initialized_):
-            self._fit_labels(X, y)  # before initialize: the head and the loss need them
-        if groups is not None:
-            fit_params["groups"] = groups
+        restart = not (self.warm_start and self.initialized_)
+        codes = self._checked_codes(X, y, new_labels=restart)
         with _seeded_rng(self.random_state, self.device):
             # The seed of the augmented views: a resumed fit draws the same ones again.
             self.view_seed_ = int(torch.randint(0, 2**31 - 1, ()).item())
-            return super().fit(X, y, **fit_params)
+            if restart:
+                self.initialize()  # as skorch's fit, which would validate a second time
+            return self._train(X, codes, groups, fit_params, entry="fit")
 
     def partial_fit(self, X, y=None, classes=None, groups=None, **fit_params):
         """Train for more epochs, initialising on the first call.
@@ -437,15 +439,18 @@ class FineTuneClassifier(NeuralNetClassifier):
         self : FineTuneClassifier
             The classifier, trained for ``max_epochs`` more epochs.
         """
-        self._check_params()
-        if not self.initialized_:
-            self._fit_labels(X, y)
+        codes = self._checked_codes(X, y, new_labels=not self.initialized_)
         if not hasattr(self, "view_seed_"):
             self.view_seed_ = int(torch.randint(0, 2**31 - 1, ()).item())
-        codes = self._codes(self._check_targets(X, y))
+        return self._train(X, codes, groups, fit_params, entry="partial_fit")
+
+    def _train(self, X, codes, groups, fit_params: dict, entry: str):
         if groups is not None:
-            fit_params["groups"] = groups
-        return super().partial_fit(X, codes, classes=classes, **fit_params)
+            _check_group_split(self.train_split)
+            fit_params["groups"] = groups  # skorch hands them to train_split
+        if _SKORCH_ROUTES_BY_ENTRY:
+            fit_params["_routing_method"] = entry
+        return super().partial_fit(X, codes, **fit_params)
 
     def initialize_module(self):
         kwargs = self.get_params_for("module")
@@ -460,42 +465,57 @@ class FineTuneClassifier(NeuralNetClassifier):
         self.preprocessing_ = preprocessing
         return self
 
-    def initialize_criterion(self):
-        super().initialize_criterion()
+    def get_params_for(self, prefix):
+        """skorch's parameters for ``prefix``, with FineTuneClassifier's own folded in.
+
+        The ``criterion`` gets ``label_smoothing`` and the balanced class weights, the
+        ``optimizer`` a parameter group for the pretrained layers at
+        ``lr * backbone_lr_scale`` (after any of ``optimizer__param_groups``), and
+        skorch's DataLoaders ``num_workers`` unless ``iterator_train__num_workers`` or
+        ``iterator_valid__num_workers`` says otherwise.
+
+        Parameters
+        ----------
+        prefix : str
+            A skorch component: ``"module"``, ``"criterion"``, ``"optimizer"``,
+            ``"iterator_train"``, ...
+
+        Returns
+        -------
+        kwargs : dict
+            The keyword arguments that skorch builds the component with.
+        """
+        kwargs = super().get_params_for(prefix)
+        if prefix == "criterion":
+            self._add_loss_settings(kwargs)
+        elif prefix == "optimizer" and self.backbone_lr_scale != 1:
+            lr = kwargs.get("lr", self.lr)
+            kwargs["param_groups"] = [
+                *kwargs.get("param_groups", []),
+                ("backbone.*", {"lr": lr * self.backbone_lr_scale}),
+            ]
+        elif prefix in ("iterator_train", "iterator_valid") and self.num_workers:
+            kwargs.setdefault("num_workers", self.num_workers)
+        return kwargs
+
+    def _add_loss_settings(self, kwargs: dict) -> None:
+        criterion = self.criterion if isinstance(self.criterion, type) else type(self.criterion)
+        accepted = inspect.signature(criterion).parameters
         if self.label_smoothing:
-            if not hasattr(self.criterion_, "label_smoothing"):
+            if "label_smoothing" not in accepted:
                 raise ValueError(
                     f"label_smoothing={self.label_smoothing!r} needs a criterion with "
-                    f"label_smoothing, got {type(self.criterion_).__name__}."
+                    f"label_smoothing, got {criterion.__name__}."
                 )
-            self.criterion_.label_smoothing = float(self.label_smoothing)
+            kwargs.setdefault("label_smoothing", float(self.label_smoothing))
         weight = getattr(self, "class_weight_", None)
         if weight is not None:
-            if not hasattr(self.criterion_, "weight"):
+            if "weight" not in accepted:
                 raise ValueError(
                     f"class_weight='balanced' needs a criterion with a 'weight', "
-                    f"got {type(self.criterion_).__name__}."
+                    f"got {criterion.__name__}."
                 )
-            self.criterion_.weight = torch.as_tensor(weight, device=self.device)
-        return self
-
-    def get_params_for_optimizer(self, prefix, named_parameters):
-        named_parameters = list(named_parameters)
-        args, kwargs = super().get_params_for_optimizer(prefix, named_parameters)
-        backbone = getattr(getattr(self, "module_", None), "backbone", None)
-        if prefix != "optimizer" or backbone is None or self.backbone_lr_scale == 1:
-            return args, kwargs
-        backbone_ids = {id(p) for p in backbone.parameters()}
-        groups = []
-        for group in args[0]:
-            lr = group.get("lr", kwargs["lr"])
-            pretrained = [p for p in group["params"] if id(p) in backbone_ids]
-            new = [p for p in group["params"] if id(p) not in backbone_ids]
-            if pretrained:
-                groups.append({**group, "params": pretrained, "lr": lr * self.backbone_lr_scale})
-            if new:
-                groups.append({**group, "params": new})
-        return (groups,), kwargs
+            kwargs.setdefault("weight", torch.as_tensor(weight))
 
     # ------------------------------------------------------------------ data
 
@@ -507,13 +527,7 @@ class FineTuneClassifier(NeuralNetClassifier):
         return _ImageSet(images, y, labels, self.preprocessing_)
 
     def get_split_datasets(self, X, y=None, **fit_params):
-        groups = fit_params.get("groups")
-        if groups is not None and _folds_by_number(self.train_split):
-            # skorch's ValidSplit passes groups to splitters that ignore them.
-            dataset = self.get_dataset(X, y)
-            train, valid = _split_keeping_groups(self.train_split, dataset, y, groups)
-        else:
-            train, valid = super().get_split_datasets(X, y, **fit_params)
+        train, valid = super().get_split_datasets(X, y, **fit_params)
         valid = self._as_eval_dataset(valid)
         stage = resolve_train_layers(self.train_layers, self.module_.backbone.stage_names)
         if stage is None:  # every layer trains: images through the whole network
@@ -563,7 +577,7 @@ class FineTuneClassifier(NeuralNetClassifier):
         n_classes = module.head.out_features
         if len(np.unique(train.codes)) < n_classes:
             return  # a class absent from the training part: no probe for it
-        _, tail = module.parts(module.__dict__["_cut_parts"][0])
+        _, tail = module.parts(module.cut_stage)
         was_training = module.training
         module.eval()
         with torch.inference_mode():
@@ -596,23 +610,6 @@ class FineTuneClassifier(NeuralNetClassifier):
             return _ImageSet(images, codes, np.asarray(dataset.y), self.preprocessing_)
         return dataset
 
-    def get_iterator(self, dataset, training=False):
-        prefix = "iterator_train" if training else "iterator_valid"
-        if self.num_workers and f"{prefix}__num_workers" not in self.__dict__:
-            setattr(self, f"{prefix}__num_workers", self.num_workers)
-            try:
-                return super().get_iterator(dataset, training=training)
-            finally:
-                delattr(self, f"{prefix}__num_workers")
-        return super().get_iterator(dataset, training=training)
-
-    # ------------------------------------------------------------------ steps
-
-    def _autocast(self):
-        if str(self.device).startswith("cuda"):
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def trainable_backbone_parameters(self) -> list:
         """The backbone's parameters that fine-tuning trains (after any head-only epochs).
 
@@ -623,30 +620,13 @@ class FineTuneClassifier(NeuralNetClassifier):
         -------
         parameters : list of torch.nn.Parameter
         """
-        backbone = self.module_.backbone
-        cut = self.module_.__dict__.get("_cut_parts")
-        if self.train_layers == "all" or cut is None:
-            return list(backbone.parameters())
-        return list(cut[2].parameters())
+        module = self.module_
+        if self.train_layers == "all" or module.cut_stage is None:
+            return list(module.backbone.parameters())
+        _, tail = module.parts(module.cut_stage)
+        return list(tail.parameters())
 
-    def _set_training(self, training=True):
-        super()._set_training(training)
-        # skorch sets train mode before every step. A backbone with nothing to train (the
-        # head-only epochs), and any backbone whose last layers alone are trained, runs in
-        # eval mode instead: its batch-norm layers keep their pretrained statistics.
-        backbone = getattr(self.module_, "backbone", None)
-        if training and backbone is not None:
-            frozen = not any(param.requires_grad for param in backbone.parameters())
-            if frozen or self.train_layers != "all":
-                backbone.eval()
-
-    def train_step_single(self, batch, **fit_params):
-        with self._autocast():
-            return super().train_step_single(batch, **fit_params)
-
-    def evaluation_step(self, batch, training=False):
-        with self._autocast():
-            return super().evaluation_step(batch, training=training)
+    # ------------------------------------------------------------------ predicting
 
     def infer(self, x, groups=None, **fit_params):
         # skorch hands fit's parameters to both the split and the module's forward;
@@ -656,8 +636,6 @@ class FineTuneClassifier(NeuralNetClassifier):
         forward = functools.partial(super().infer, **fit_params)
         views = mirror_views(x, tta=self.tta)  # with tta, the image and its mirror
         return mean_of_views([forward_in_chunks(forward, v, self.device) for v in views]).float()
-
-    # ------------------------------------------------------------------ predicting
 
     def predict(self, X):
         """Predict the label of each image.
@@ -674,27 +652,20 @@ class FineTuneClassifier(NeuralNetClassifier):
         """
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
-    def predict_proba(self, X):
-        """Class probabilities of each image, columns in the order of ``classes_``.
 
-        Parameters
-        ----------
-        X : sequence of paths or PIL images, or ndarray
-            Images.
+# skorch 1.3 and later thread the public entry point (fit or partial_fit) through
+# partial_fit, for scikit-learn's metadata routing; earlier versions take no such key.
+_SKORCH_ROUTES_BY_ENTRY = "_routing_method" in inspect.signature(NeuralNet.fit_loop).parameters
 
-        Returns
-        -------
-        proba : ndarray of shape (n_images, n_classes)
-            Softmax probabilities (float32).
-        """
-        return super().predict_proba(X)
 
-    def __setstate__(self, state):
-        # A model trained on a GPU loads on a CPU-only machine: skorch maps the tensors,
-        # and this keeps the classifier's device consistent with them.
-        if str(state.get("device", "cpu")).startswith("cuda") and not torch.cuda.is_available():
-            state["device"] = "cpu"
-        super().__setstate__(state)
+def _check_group_split(split) -> None:
+    if type(split) is ValidSplit and isinstance(split.cv, Real):
+        raise ValueError(
+            f"groups are kept whole by skconv.finetune.GroupValidSplit, not by skorch's "
+            f"ValidSplit({split.cv!r}), which would put members of a group on both sides; "
+            f"pass train_split=GroupValidSplit({split.cv!r}, stratified={split.stratified!r}, "
+            f"random_state={split.random_state!r})."
+        )
 
 
 @contextlib.contextmanager
@@ -719,39 +690,6 @@ def _seeded_rng(seed: int | None, device):
 
 def _accuracy_on_codes(net, X, y) -> float:
     return float(np.mean(net.predict_proba(X).argmax(axis=1) == np.asarray(y)))
-
-
-def _folds_by_number(split) -> bool:
-    return isinstance(split, ValidSplit) and isinstance(split.cv, Real)
-
-
-def _split_keeping_groups(split: ValidSplit, dataset, y, groups):
-    """The train and validation parts of ``split``, with every group whole in one."""
-    groups = np.asarray(groups)
-    if groups.shape != (len(dataset),):
-        raise ValueError(
-            f"groups must be 1-D with one entry per image ({len(dataset)}), "
-            f"got shape {groups.shape}."
-        )
-    fraction = not float(split.cv).is_integer()
-    n_folds = max(2, round(1 / split.cv)) if fraction else int(split.cv)
-    n_groups = len(np.unique(groups))
-    if n_groups < n_folds:
-        raise ValueError(
-            f"groups has {n_groups} distinct values, too few to keep each group whole in "
-            f"the validation part of train_split=ValidSplit({split.cv!r}), which needs at "
-            f"least {n_folds}. Pass a validation part of your own, train_split="
-            "predefined_split(Dataset(X_val, y_val)), for example from "
-            "skconv.model_selection.train_val_test_split(..., groups=groups)."
-        )
-    y = np.zeros(len(groups)) if y is None else np.asarray(y)
-    if not split.stratified or np.unique(y, return_counts=True)[1].max() < n_folds:
-        y = np.zeros(len(groups))  # one class: folds of whole groups, balanced in size
-    folds = StratifiedGroupKFold(
-        n_folds, shuffle=fraction, random_state=split.random_state if fraction else None
-    )
-    train, valid = next(folds.split(np.zeros(len(groups)), y, groups))
-    return torch.utils.data.Subset(dataset, train), torch.utils.data.Subset(dataset, valid)
 
 
 def _retransform(dataset, transform):

@@ -302,9 +302,7 @@ def trunk_views(
                 out = forward_in_chunks(trunk, flat, device)
                 out = out.reshape(n, n_views, *out.shape[1:]).transpose(0, 1)
                 if maps is None:
-                    maps = torch.empty(
-                        (n_views, len(dataset), *out.shape[2:]), dtype=torch.float16
-                    )
-                maps[:, start : start + n] = out.to("cpu", torch.float16)
+                    maps = torch.empty((n_views, len(dataset), *out.shape[2:]), dtype=dtype)
+                maps[:, start : start + n] = out.to("cpu", dtype)
                 start += n
     return maps

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -19,7 +20,8 @@ class FineTuneNet(nn.Module):
     Called on images (``net(x)``) it runs the whole network. Fine-tuning only the
     layers after a stage calls it on that stage's feature map instead
     (``net(trunk_output=m)``), which the frozen layers before it computed once:
-    :meth:`parts` cuts the backbone there.
+    :meth:`parts` cuts the backbone there, and :attr:`cut_stage` says where. On a
+    GPU the forward pass runs under bfloat16 autocast (mixed precision).
 
     Parameters
     ----------
@@ -72,11 +74,38 @@ class FineTuneNet(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor | None = None, trunk_output: torch.Tensor | None = None):
-        if trunk_output is not None:
-            feature_map = self._cut[1](trunk_output)
-        else:
-            (feature_map,) = self.backbone(x)
-        return self.head(self.dropout(self.pool(feature_map)))
+        inputs = x if trunk_output is None else trunk_output
+        with _mixed_precision(inputs.device):
+            if trunk_output is not None:
+                feature_map = self._cut[1](trunk_output)
+            else:
+                (feature_map,) = self.backbone(x)
+            return self.head(self.dropout(self.pool(feature_map)))
+
+    def train(self, mode: bool = True) -> FineTuneNet:
+        """Set training mode, keeping a backbone that does not train in eval mode.
+
+        skorch sets training mode before every step. A backbone with nothing to train
+        (the head-only epochs of :class:`BackboneFreezer`), and a backbone cut by
+        :meth:`parts` (only the layers after the cut train, on the trunk's cached
+        outputs), stay in eval mode instead, so that their batch-norm layers keep
+        their pretrained statistics.
+
+        Parameters
+        ----------
+        mode : bool, default=True
+            Training mode (True) or evaluation mode (False).
+
+        Returns
+        -------
+        self : FineTuneNet
+        """
+        super().train(mode)
+        if mode:
+            frozen = not any(param.requires_grad for param in self.backbone.parameters())
+            if frozen or self.cut_stage is not None:
+                self.backbone.eval()
+        return self
 
     @staticmethod
     def pool(feature_map: torch.Tensor) -> torch.Tensor:
@@ -111,6 +140,12 @@ class FineTuneNet(nn.Module):
         return cut[1], cut[2]
 
     @property
+    def cut_stage(self) -> str | None:
+        """The stage after which :meth:`parts` last cut the backbone; None if uncut."""
+        cut = self.__dict__.get("_cut_parts")
+        return None if cut is None else cut[0]
+
+    @property
     def _cut(self):
         cut = self.__dict__.get("_cut_parts")
         if cut is None:
@@ -121,6 +156,13 @@ class FineTuneNet(nn.Module):
         state = self.__dict__.copy()
         state.pop("_cut_parts", None)  # views of the backbone, rebuilt when needed
         return state
+
+
+def _mixed_precision(device: torch.device):
+    """bfloat16 autocast on a GPU; nothing elsewhere (CPU training stays float32)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 class _WholeBackbone(nn.Module):

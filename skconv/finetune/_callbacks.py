@@ -10,9 +10,17 @@ from pathlib import Path
 import joblib
 import numpy as np
 import torch
-from skorch.callbacks import Callback, EarlyStopping, LRScheduler, PassthroughScoring
+from skorch.callbacks import (
+    Callback,
+    EarlyStopping,
+    EpochScoring,
+    LRScheduler,
+    PassthroughScoring,
+)
 from skorch.callbacks.scoring import ScoringBase
 from skorch.history import History
+
+from ._random import gpu_index
 
 __all__ = [
     "BackboneFreezer",
@@ -300,14 +308,14 @@ class EpochCheckpoint(Callback):
         net.view_seed_ = int(state["view_seed"])  # the augmented views are drawn again alike
         # Last: from here on, every random draw is the one the interrupted run made next.
         torch.set_rng_state(state["rng"])
-        gpu = _gpu(net.device)
+        gpu = gpu_index(net.device)
         if state["cuda_rng"] and gpu is not None:
             torch.cuda.set_rng_state(state["cuda_rng"][0], gpu)
 
     def _save(self, net, finished: bool) -> None:
         from .._io import atomic_write
 
-        gpu = _gpu(net.device)
+        gpu = gpu_index(net.device)
         state = {
             "format": self.FORMAT,
             "fingerprint": self.fingerprint_,
@@ -390,9 +398,51 @@ class NextView(Callback):
             dataset_train.view = (len(net.history) - 1) % maps.shape[0]
 
 
-def _gpu(device) -> int | None:
-    """The index of the GPU that ``device`` names, None for a CPU."""
-    if not str(device).startswith("cuda"):
-        return None
-    index = torch.device(device).index
-    return torch.cuda.current_device() if index is None else index
+def accuracy_on_codes(net, X, y) -> float:
+    """Accuracy of ``net`` against integer targets (its ``predict`` gives the labels)."""
+    return float(np.mean(net.predict_proba(X).argmax(axis=1) == np.asarray(y)))
+
+
+def fine_tuning_callbacks(net, skorch_defaults) -> list:
+    """skorch's default callbacks of ``net``, with those that fine-tuning adds.
+
+    skorch's ``valid_acc`` compares ``predict()`` with the batch targets; a
+    :class:`FineTuneClassifier` predicts the original labels while its targets are
+    codes, so it scores on codes. The schedule, view rotation, head-only warm-up and
+    early stopping come before ``print_log``, so that the epoch table shows what they
+    record; the checkpoint comes last, since it saves what every other callback did
+    in the epoch and restores their state after they began training.
+    """
+    callbacks = [
+        (name, cb)
+        if name != "valid_acc"
+        else (name, EpochScoring(accuracy_on_codes, name="valid_acc", lower_is_better=False))
+        for name, cb in skorch_defaults
+    ]
+    extra = [
+        (
+            "lr_scheduler",
+            EpochLRScheduler(
+                policy=WarmupCosineLR,
+                max_epochs=net.max_epochs,
+                hold_epochs=net.freeze_epochs,
+                warmup_epochs=net.warmup_epochs,
+                step_every="epoch",
+            ),
+        ),
+    ]
+    if net.train_layers != "all":
+        extra.append(("next_view", NextView()))
+    if net.freeze_epochs:
+        extra.append(("freezer", BackboneFreezer(net.freeze_epochs)))
+    if net.patience is not None and net.train_split is not None:
+        extra.append(
+            (
+                "early_stopping",
+                EarlyStopping(monitor="valid_loss", patience=net.patience, load_best=True),
+            )
+        )
+    callbacks = callbacks[:-1] + extra + callbacks[-1:]
+    if net.checkpoint_dir is not None:
+        callbacks.append(("checkpoint", EpochCheckpoint(net.checkpoint_dir)))
+    return callbacks

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import os
@@ -11,28 +10,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.preprocessing import LabelEncoder
 from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
-from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.multiclass import check_classification_targets
 from skorch import NeuralNet, NeuralNetClassifier
-from skorch.callbacks import EarlyStopping, EpochScoring
-from skorch.dataset import ValidSplit
 from torch import nn
 
 from .._inference import forward_in_chunks, mean_of_views, mirror_views
 from ..images import Preprocessing, check_images
-from ._callbacks import (
-    BackboneFreezer,
-    EpochCheckpoint,
-    EpochLRScheduler,
-    NextView,
-    WarmupCosineLR,
-    _gpu,
-)
-from ._data import TrainAugmentation, TrunkViews, _ImageSet, trunk_views
+from ._callbacks import fine_tuning_callbacks
+from ._data import TrainAugmentation, _ImageSet, as_eval_dataset, retransform, trunk_datasets
+from ._labels import check_labels, encode_labels, fit_labels, loss_settings
 from ._net import FineTuneNet, resolve_train_layers
-from ._split import GroupValidSplit
+from ._random import seeded_rng
+from ._split import GroupValidSplit, check_group_split
 
 __all__ = ["FineTuneClassifier"]
 
@@ -48,24 +37,16 @@ class FineTuneClassifier(NeuralNetClassifier):
     By default the backbone's last two stages and a new head train
     (``train_layers="auto"``) on the outputs of the frozen early layers, computed
     once for each of ``n_views`` augmented views, and predictions average each image
-    with its mirror (``tta=True``). Measured on BUSI's five duplicate-aware 70:15:15
-    splits (``benchmarks/results/finetune_ablation.md``, 2-core CPU), these defaults
-    reached 83.0 ± 4.7 % test accuracy against 76.2 ± 2.4 % for Lite0 features and
-    a logistic regression on the same splits (+3.4 to +11.1 points per split),
-    macro AUC 0.933, in 110 to 207 s per fit (20 times the feature extraction of the
-    same images); training every layer (``train_layers="all"``, the previous
-    default) reached 77.9 ± 5.4 % in 927 s. On the same images reduced to 28 px grey
-    with binary labels and ``image_size=96`` they reached 83.5 % and AUC 0.869,
-    against 82.9 % and 0.838 for the feature pipeline. What each default is worth,
-    from the same table, is given with its parameter below; the settings without a
-    figure follow the practice that works on a few hundred images on a CPU:
-    AdamW at ``lr=1e-3`` for the new head and ten times less for the
-    pretrained layers (``backbone_lr_scale=0.1``), which should move little;
-    one head-only epoch first (``freeze_epochs=1``); one epoch of linear warm-up
-    and a cosine decay; early stopping after ``patience=4`` epochs without a
-    better validation loss, with the best epoch's weights restored; and at most
-    ``max_epochs=15`` epochs, enough for a small pretrained network to converge
-    on a few hundred images.
+    with its mirror (``tta=True``). On BUSI's five duplicate-aware 70:15:15 splits
+    (``benchmarks/results/finetune_ablation.md``, 2-core CPU) these defaults reached
+    83.0 ± 4.7 % test accuracy against 76.2 ± 2.4 % for Lite0 features and a logistic
+    regression (macro AUC 0.933, 110 to 207 s per fit); training every layer
+    (``train_layers="all"``) reached 77.9 ± 5.4 % in 927 s. What each default is
+    worth is given with its parameter below; the others follow the practice that
+    works on a few hundred images on a CPU: AdamW, ``lr=1e-3`` for the head and ten
+    times less for the pretrained layers, one head-only epoch, one epoch of linear
+    warm-up and a cosine decay, early stopping after 4 epochs without a better
+    validation loss (best weights restored), at most 15 epochs.
 
     Early stopping watches a validation part split off the training images. Sets
     with near-duplicates (the same scan re-cropped or re-annotated, as in many
@@ -289,50 +270,11 @@ class FineTuneClassifier(NeuralNetClassifier):
         self.random_state = random_state
         self.checkpoint_dir = checkpoint_dir
 
-    # ------------------------------------------------------------------ callbacks
+    # ------------------------------------------------------------------ callbacks, labels
 
     @property
     def _default_callbacks(self):
-        # skorch's valid_acc compares predict() with the batch targets; here predict()
-        # returns the original labels while targets are codes, so score on codes.
-        callbacks = [
-            (name, cb)
-            if name != "valid_acc"
-            else (name, EpochScoring(_accuracy_on_codes, name="valid_acc", lower_is_better=False))
-            for name, cb in super()._default_callbacks
-        ]
-        extra = [
-            (
-                "lr_scheduler",
-                EpochLRScheduler(
-                    policy=WarmupCosineLR,
-                    max_epochs=self.max_epochs,
-                    hold_epochs=self.freeze_epochs,
-                    warmup_epochs=self.warmup_epochs,
-                    step_every="epoch",
-                ),
-            ),
-        ]
-        if self.train_layers != "all":
-            extra.append(("next_view", NextView()))
-        if self.freeze_epochs:
-            extra.append(("freezer", BackboneFreezer(self.freeze_epochs)))
-        if self.patience is not None and self.train_split is not None:
-            extra.append(
-                (
-                    "early_stopping",
-                    EarlyStopping(monitor="valid_loss", patience=self.patience, load_best=True),
-                )
-            )
-        # Before print_log, so that the epoch table shows what these callbacks record.
-        callbacks = callbacks[:-1] + extra + callbacks[-1:]
-        if self.checkpoint_dir is not None:
-            # Last: it saves what every other callback did in the epoch, and restores
-            # their state after they began training.
-            callbacks.append(("checkpoint", EpochCheckpoint(self.checkpoint_dir)))
-        return callbacks
-
-    # ------------------------------------------------------------------ labels
+        return fine_tuning_callbacks(self, super()._default_callbacks)
 
     @property
     def classes_(self):
@@ -351,39 +293,13 @@ class FineTuneClassifier(NeuralNetClassifier):
             self.get_params(deep=False),
             caller_name=type(self).__name__,
         )
-        if y is None:
-            raise ValueError("FineTuneClassifier needs y: one label per image.")
-        images = check_images(X) if not isinstance(X, torch.utils.data.Dataset) else X
-        y = np.asarray(y)
-        if y.ndim != 1:
-            raise ValueError(f"y must be 1-D, one label per image; got shape {y.shape}.")
-        if len(y) != len(images):
-            raise ValueError(f"X has {len(images)} images but y has {len(y)} labels.")
-        check_classification_targets(y)
+        y = check_labels(X, y)
         if new_labels:
-            encoder = LabelEncoder().fit(y)
-            if len(encoder.classes_) < 2:
-                raise ValueError(
-                    f"y holds a single class ({encoder.classes_[0]!r}); "
-                    "a classifier needs at least two."
-                )
-            self.label_encoder_ = encoder
-            self.class_weight_ = (
-                compute_class_weight("balanced", classes=encoder.classes_, y=y).astype(np.float32)
-                if self.class_weight == "balanced"
-                else None
-            )
+            self.label_encoder_, self.class_weight_ = fit_labels(y, self.class_weight)
         return self._codes(y)
 
     def _codes(self, y) -> np.ndarray:
-        y = np.asarray(y)
-        unseen = np.setdiff1d(np.unique(y), self.classes_)
-        if len(unseen):
-            raise ValueError(
-                f"y contains labels not seen in fit: {unseen.tolist()}; "
-                f"known classes are {self.classes_.tolist()}."
-            )
-        return self.label_encoder_.transform(y).astype(np.int64)
+        return encode_labels(self.label_encoder_, y)
 
     # ------------------------------------------------------------------ fitting
 
@@ -411,7 +327,7 @@ class FineTuneClassifier(NeuralNetClassifier):
         """
         restart = not (self.warm_start and self.initialized_)
         codes = self._checked_codes(X, y, new_labels=restart)
-        with _seeded_rng(self.random_state, self.device):
+        with seeded_rng(self.random_state, self.device):
             # The seed of the augmented views: a resumed fit draws the same ones again.
             self.view_seed_ = int(torch.randint(0, 2**31 - 1, ()).item())
             if restart:
@@ -446,7 +362,7 @@ class FineTuneClassifier(NeuralNetClassifier):
 
     def _train(self, X, codes, groups, fit_params: dict, entry: str):
         if groups is not None:
-            _check_group_split(self.train_split)
+            check_group_split(self.train_split)
             fit_params["groups"] = groups  # skorch hands them to train_split
         if _SKORCH_ROUTES_BY_ENTRY:
             fit_params["_routing_method"] = entry
@@ -468,26 +384,26 @@ class FineTuneClassifier(NeuralNetClassifier):
     def get_params_for(self, prefix):
         """skorch's parameters for ``prefix``, with FineTuneClassifier's own folded in.
 
-        The ``criterion`` gets ``label_smoothing`` and the balanced class weights, the
-        ``optimizer`` a parameter group for the pretrained layers at
-        ``lr * backbone_lr_scale`` (after any of ``optimizer__param_groups``), and
-        skorch's DataLoaders ``num_workers`` unless ``iterator_train__num_workers`` or
-        ``iterator_valid__num_workers`` says otherwise.
+        ``criterion`` gets ``label_smoothing`` and the balanced class weights,
+        ``optimizer`` a group for the pretrained layers at ``lr * backbone_lr_scale``
+        (after any ``optimizer__param_groups``), skorch's loaders ``num_workers``
+        (unless ``iterator_train__num_workers`` or ``iterator_valid__...`` is given).
 
         Parameters
         ----------
         prefix : str
-            A skorch component: ``"module"``, ``"criterion"``, ``"optimizer"``,
-            ``"iterator_train"``, ...
+            A skorch component: ``"criterion"``, ``"optimizer"``, ``"iterator_train"``...
 
         Returns
         -------
         kwargs : dict
-            The keyword arguments that skorch builds the component with.
         """
         kwargs = super().get_params_for(prefix)
         if prefix == "criterion":
-            self._add_loss_settings(kwargs)
+            settings = loss_settings(
+                self.criterion, self.label_smoothing, getattr(self, "class_weight_", None)
+            )
+            kwargs = {**settings, **kwargs}
         elif prefix == "optimizer" and self.backbone_lr_scale != 1:
             lr = kwargs.get("lr", self.lr)
             kwargs["param_groups"] = [
@@ -497,25 +413,6 @@ class FineTuneClassifier(NeuralNetClassifier):
         elif prefix in ("iterator_train", "iterator_valid") and self.num_workers:
             kwargs.setdefault("num_workers", self.num_workers)
         return kwargs
-
-    def _add_loss_settings(self, kwargs: dict) -> None:
-        criterion = self.criterion if isinstance(self.criterion, type) else type(self.criterion)
-        accepted = inspect.signature(criterion).parameters
-        if self.label_smoothing:
-            if "label_smoothing" not in accepted:
-                raise ValueError(
-                    f"label_smoothing={self.label_smoothing!r} needs a criterion with "
-                    f"label_smoothing, got {criterion.__name__}."
-                )
-            kwargs.setdefault("label_smoothing", float(self.label_smoothing))
-        weight = getattr(self, "class_weight_", None)
-        if weight is not None:
-            if "weight" not in accepted:
-                raise ValueError(
-                    f"class_weight='balanced' needs a criterion with a 'weight', "
-                    f"got {criterion.__name__}."
-                )
-            kwargs.setdefault("weight", torch.as_tensor(weight))
 
     # ------------------------------------------------------------------ data
 
@@ -528,103 +425,48 @@ class FineTuneClassifier(NeuralNetClassifier):
 
     def get_split_datasets(self, X, y=None, **fit_params):
         train, valid = super().get_split_datasets(X, y, **fit_params)
-        valid = self._as_eval_dataset(valid)
+        valid = as_eval_dataset(valid, self.preprocessing_, self._codes)
         stage = resolve_train_layers(self.train_layers, self.module_.backbone.stage_names)
         if stage is None:  # every layer trains: images through the whole network
             if self.augment is not None:
-                train = _retransform(train, TrainAugmentation(self.preprocessing_))
+                train = retransform(train, TrainAugmentation(self.preprocessing_))
             return train, valid
         return self._trunk_datasets(stage, train, valid)
 
     def _trunk_datasets(self, stage: str, train, valid):
         """Cached trunk outputs of the training views and of the validation images."""
-        trunk, tail = self.module_.parts(stage)
-        trainable = {id(p) for p in tail.parameters()}
-        for param in self.module_.backbone.parameters():
-            param.requires_grad_(id(param) in trainable)
-        trunk.eval()
         augmentation = TrainAugmentation(self.preprocessing_) if self.augment else None
-        n_views = self.n_views if augmentation is not None else 1
-
-        def views(dataset, n, seed, dtype):
-            images, codes, labels = _images_of(dataset)
-            maps = trunk_views(
-                trunk,
-                images,
-                self.preprocessing_,
-                augmentation,
-                n,
-                seed=seed,
-                batch_size=self.batch_size,
-                num_workers=self.num_workers,
-                device=self.device,
-                dtype=dtype,
-            )
-            return TrunkViews(maps, codes, labels, getattr(dataset, "indices", None))
-
-        train = views(train, n_views, self.view_seed_, torch.float16)
-        # Full precision for the few validation images: their loss is the network's own.
-        valid = None if valid is None else views(valid, 1, 0, torch.float32)
+        train, valid = trunk_datasets(
+            self.module_,
+            stage,
+            train,
+            valid,
+            preprocessing=self.preprocessing_,
+            augmentation=augmentation,
+            n_views=self.n_views if augmentation is not None else 1,
+            view_seed=self.view_seed_,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            device=self.device,
+        )
         if self.head_init == "linear_probe" and not len(self.history):
-            self._init_head_from_probe(train)  # not when resuming: the head is restored
-        return train, valid
-
-    def _init_head_from_probe(self, train: TrunkViews) -> None:
-        """Start the head from the logistic regression on the plain views' features."""
-        from sklearn.linear_model import LogisticRegression
-
-        module = self.module_
-        n_classes = module.head.out_features
-        if len(np.unique(train.codes)) < n_classes:
-            return  # a class absent from the training part: no probe for it
-        _, tail = module.parts(module.cut_stage)
-        was_training = module.training
-        module.eval()
-        with torch.inference_mode():
-            features = torch.cat(
-                [
-                    module.pool(tail(train.maps[0, start : start + 64].float().to(self.device)))
-                    for start in range(0, train.maps.shape[1], 64)
-                ]
+            # Not when resuming: the head is restored.
+            self.module_.init_head_from_probe(
+                train.maps[0], train.codes, balanced=self.class_weight is not None
             )
-        module.train(was_training)
-        probe = LogisticRegression(
-            max_iter=1000, class_weight="balanced" if self.class_weight else None
-        ).fit(features.float().cpu().numpy(), train.codes)
-        weight, bias = probe.coef_, probe.intercept_
-        if weight.shape[0] == 1:  # binary: one score, split evenly over two logits
-            weight, bias = np.vstack([-weight, weight]) / 2, np.array([-bias[0], bias[0]]) / 2
-        with torch.no_grad():
-            module.head.weight.copy_(torch.as_tensor(weight, dtype=module.head.weight.dtype))
-            module.head.bias.copy_(torch.as_tensor(bias, dtype=module.head.bias.dtype))
-
-    def _as_eval_dataset(self, dataset):
-        if dataset is None or isinstance(dataset, (_ImageSet, torch.utils.data.Subset)):
-            return dataset
-        if hasattr(dataset, "X") and hasattr(dataset, "y"):
-            # e.g. skorch.helper.predefined_split(skorch.dataset.Dataset(X_val, y_val))
-            images = check_images(dataset.X)
-            if dataset.y is None:
-                raise ValueError("The validation dataset needs labels (y).")
-            codes = self._codes(dataset.y)
-            return _ImageSet(images, codes, np.asarray(dataset.y), self.preprocessing_)
-        return dataset
+        return train, valid
 
     def trainable_backbone_parameters(self) -> list:
         """The backbone's parameters that fine-tuning trains (after any head-only epochs).
 
         All of them with ``train_layers="all"``; otherwise those of the layers after the
-        cut, the trunk's staying frozen.
+        cut, the trunk's staying frozen (see :meth:`FineTuneNet.trainable_backbone_parameters`).
 
         Returns
         -------
         parameters : list of torch.nn.Parameter
         """
-        module = self.module_
-        if self.train_layers == "all" or module.cut_stage is None:
-            return list(module.backbone.parameters())
-        _, tail = module.parts(module.cut_stage)
-        return list(tail.parameters())
+        return self.module_.trainable_backbone_parameters()
 
     # ------------------------------------------------------------------ predicting
 
@@ -653,64 +495,5 @@ class FineTuneClassifier(NeuralNetClassifier):
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
 
-# skorch 1.3 and later thread the public entry point (fit or partial_fit) through
-# partial_fit, for scikit-learn's metadata routing; earlier versions take no such key.
+# Newer skorch threads the entry point (fit or partial_fit) on, for metadata routing.
 _SKORCH_ROUTES_BY_ENTRY = "_routing_method" in inspect.signature(NeuralNet.fit_loop).parameters
-
-
-def _check_group_split(split) -> None:
-    if type(split) is ValidSplit and isinstance(split.cv, Real):
-        raise ValueError(
-            f"groups are kept whole by skconv.finetune.GroupValidSplit, not by skorch's "
-            f"ValidSplit({split.cv!r}), which would put members of a group on both sides; "
-            f"pass train_split=GroupValidSplit({split.cv!r}, stratified={split.stratified!r}, "
-            f"random_state={split.random_state!r})."
-        )
-
-
-@contextlib.contextmanager
-def _seeded_rng(seed: int | None, device):
-    """Draw from torch's generators seeded with ``seed``, and put them back afterwards.
-
-    The CPU generator and that of the GPU trained on are forked: a seeded fit draws the
-    same numbers whatever ran before it, and the caller's random stream is left as it
-    was. Without a seed, the fit draws from the caller's stream, as skorch does.
-    """
-    if seed is None:
-        yield
-        return
-    gpu = _gpu(device)
-    gpus = [] if gpu is None else [gpu]
-    with torch.random.fork_rng(devices=gpus):
-        torch.random.default_generator.manual_seed(seed)
-        if gpu is not None:
-            torch.cuda.default_generators[gpu].manual_seed(seed)
-        yield
-
-
-def _accuracy_on_codes(net, X, y) -> float:
-    return float(np.mean(net.predict_proba(X).argmax(axis=1) == np.asarray(y)))
-
-
-def _retransform(dataset, transform):
-    if isinstance(dataset, _ImageSet):
-        return dataset.with_transform(transform)
-    if isinstance(dataset, torch.utils.data.Subset) and isinstance(dataset.dataset, _ImageSet):
-        return torch.utils.data.Subset(dataset.dataset.with_transform(transform), dataset.indices)
-    return dataset
-
-
-def _images_of(dataset):
-    """The images, integer targets and labels behind an image dataset or a subset of one."""
-    if isinstance(dataset, torch.utils.data.Subset) and isinstance(dataset.dataset, _ImageSet):
-        inner, index = dataset.dataset, np.asarray(dataset.indices)
-        images = [inner.X[i] for i in index]
-        codes = None if inner.codes is None else np.asarray(inner.codes)[index]
-        labels = None if inner.y is None else np.asarray(inner.y)[index]
-        return images, codes, labels
-    if isinstance(dataset, _ImageSet):
-        return dataset.X, None if dataset.codes is None else np.asarray(dataset.codes), dataset.y
-    raise TypeError(
-        f"Training only some layers needs the images themselves, got a {type(dataset).__name__}; "
-        "pass X as images, or train_layers='all'."
-    )

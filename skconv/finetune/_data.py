@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .._inference import forward_in_chunks
-from ..images import Preprocessing, load_batch, load_image
+from ..images import Preprocessing, check_images, load_batch, load_image
 
 __all__ = ["TrainAugmentation", "TrunkViews", "trunk_views"]
 
@@ -306,3 +306,87 @@ def trunk_views(
                 maps[:, start : start + n] = out.to("cpu", dtype)
                 start += n
     return maps
+
+
+def retransform(dataset, transform):
+    """``dataset`` (an image set or a subset of one) with another ``transform``."""
+    if isinstance(dataset, _ImageSet):
+        return dataset.with_transform(transform)
+    if isinstance(dataset, torch.utils.data.Subset) and isinstance(dataset.dataset, _ImageSet):
+        return torch.utils.data.Subset(dataset.dataset.with_transform(transform), dataset.indices)
+    return dataset
+
+
+def images_of(dataset):
+    """The images, integer targets and labels behind an image dataset or a subset of one."""
+    if isinstance(dataset, torch.utils.data.Subset) and isinstance(dataset.dataset, _ImageSet):
+        inner, index = dataset.dataset, np.asarray(dataset.indices)
+        images = [inner.X[i] for i in index]
+        codes = None if inner.codes is None else np.asarray(inner.codes)[index]
+        labels = None if inner.y is None else np.asarray(inner.y)[index]
+        return images, codes, labels
+    if isinstance(dataset, _ImageSet):
+        return dataset.X, None if dataset.codes is None else np.asarray(dataset.codes), dataset.y
+    raise TypeError(
+        f"Training only some layers needs the images themselves, got a {type(dataset).__name__}; "
+        "pass X as images, or train_layers='all'."
+    )
+
+
+def trunk_datasets(
+    module,
+    stage: str,
+    train,
+    valid,
+    *,
+    preprocessing: Preprocessing,
+    augmentation,
+    n_views: int,
+    view_seed: int,
+    batch_size: int,
+    num_workers: int,
+    device,
+) -> tuple[TrunkViews, TrunkViews | None]:
+    """Cut ``module`` after ``stage``, freeze the trunk, and cache its outputs.
+
+    The training images get ``n_views`` views (float16, seeded by ``view_seed``), the
+    validation images their plain view in float32: their loss is the network's own.
+    """
+    trunk, tail = module.parts(stage)
+    trainable = {id(p) for p in tail.parameters()}
+    for param in module.backbone.parameters():
+        param.requires_grad_(id(param) in trainable)
+    trunk.eval()
+
+    def views(dataset, n, seed, dtype):
+        images, codes, labels = images_of(dataset)
+        maps = trunk_views(
+            trunk,
+            images,
+            preprocessing,
+            augmentation,
+            n,
+            seed=seed,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            device=device,
+            dtype=dtype,
+        )
+        return TrunkViews(maps, codes, labels, getattr(dataset, "indices", None))
+
+    train = views(train, n_views, view_seed, torch.float16)
+    valid = None if valid is None else views(valid, 1, 0, torch.float32)
+    return train, valid
+
+
+def as_eval_dataset(dataset, preprocessing: Preprocessing, encode):
+    """A validation dataset of images and codes; skorch's ``Dataset(X, y)`` is converted."""
+    if dataset is None or isinstance(dataset, (_ImageSet, torch.utils.data.Subset)):
+        return dataset
+    if hasattr(dataset, "X") and hasattr(dataset, "y"):
+        # e.g. skorch.helper.predefined_split(skorch.dataset.Dataset(X_val, y_val))
+        images = check_images(dataset.X)
+        if dataset.y is None:
+            raise ValueError("The validation dataset needs labels (y).")
+        return _ImageSet(images, encode(dataset.y), np.asarray(dataset.y), preprocessing)
+    return dataset

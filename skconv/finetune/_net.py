@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -111,6 +112,61 @@ class FineTuneNet(nn.Module):
     def pool(feature_map: torch.Tensor) -> torch.Tensor:
         """Global average pooling of the final feature map, as the network's head sees it."""
         return pool_features(feature_map, "avg")
+
+    def init_head_from_probe(
+        self, trunk_outputs: torch.Tensor, codes, *, balanced: bool = False
+    ) -> None:
+        """Start the head from a logistic regression on the frozen features (LP-FT).
+
+        The features are the pooled outputs of the layers after the cut (:meth:`parts`)
+        on ``trunk_outputs``; nothing changes when a class has no image among them.
+
+        Parameters
+        ----------
+        trunk_outputs : torch.Tensor
+            The trunk's outputs for the training images (float16 or float32).
+        codes : ndarray of shape (n_images,)
+            Their integer targets.
+        balanced : bool, default=False
+            Fit the probe with ``class_weight="balanced"``.
+        """
+        from sklearn.linear_model import LogisticRegression
+
+        n_classes = self.head.out_features
+        if len(np.unique(codes)) < n_classes:
+            return  # a class absent from the training part: no probe for it
+        _, tail = self._cut
+        device = self.head.weight.device
+        was_training = self.training
+        self.eval()
+        with torch.inference_mode():
+            features = torch.cat(
+                [
+                    self.pool(tail(trunk_outputs[start : start + 64].float().to(device)))
+                    for start in range(0, trunk_outputs.shape[0], 64)
+                ]
+            )
+        self.train(was_training)
+        probe = LogisticRegression(
+            max_iter=1000, class_weight="balanced" if balanced else None
+        ).fit(features.float().cpu().numpy(), codes)
+        weight, bias = probe.coef_, probe.intercept_
+        if weight.shape[0] == 1:  # binary: one score, split evenly over two logits
+            weight, bias = np.vstack([-weight, weight]) / 2, np.array([-bias[0], bias[0]]) / 2
+        with torch.no_grad():
+            self.head.weight.copy_(torch.as_tensor(weight, dtype=self.head.weight.dtype))
+            self.head.bias.copy_(torch.as_tensor(bias, dtype=self.head.bias.dtype))
+
+    def trainable_backbone_parameters(self) -> list:
+        """The backbone's parameters that train: all of them, or those after the cut.
+
+        Returns
+        -------
+        parameters : list of torch.nn.Parameter
+        """
+        if self.cut_stage is None:
+            return list(self.backbone.parameters())
+        return list(self._cut[1].parameters())
 
     def parts(self, stage: str) -> tuple[nn.Module, nn.Module]:
         """The backbone cut after ``stage`` (``"final"``: all of it), as a trunk and a tail.

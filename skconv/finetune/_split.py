@@ -9,7 +9,7 @@ import torch
 from sklearn.model_selection import StratifiedGroupKFold
 from skorch.dataset import ValidSplit
 
-__all__ = ["GroupValidSplit"]
+__all__ = ["GroupValidSplit", "check_group_split"]
 
 
 class GroupValidSplit(ValidSplit):
@@ -75,3 +75,14 @@ class GroupValidSplit(ValidSplit):
         )
         train, valid = next(folds.split(np.zeros(n_images), y, groups))
         return torch.utils.data.Subset(dataset, train), torch.utils.data.Subset(dataset, valid)
+
+
+def check_group_split(split) -> None:
+    """Refuse skorch's own ``ValidSplit`` with a number as ``cv`` when groups are given."""
+    if type(split) is ValidSplit and isinstance(split.cv, Real):
+        raise ValueError(
+            f"groups are kept whole by skconv.finetune.GroupValidSplit, not by skorch's "
+            f"ValidSplit({split.cv!r}), which would put members of a group on both sides; "
+            f"pass train_split=GroupValidSplit({split.cv!r}, stratified={split.stratified!r}, "
+            f"random_state={split.random_state!r})."
+        )

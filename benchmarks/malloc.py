@@ -21,7 +21,7 @@ the heap for reuse. Peak RSS (VmHWM) of each child is recorded beside its speed.
 
 Then the whole `skconv fit BUSI --mode finetune` (split, near-duplicates, fine-tuning with
 early stopping, evaluation, reports), once as the `skconv` command, which keeps freed
-memory for reuse (skconv.memory.reuse_freed_memory), and once through `skconv.cli.main`
+memory for reuse (skconv.engine.reuse_freed_memory), and once through `skconv.cli.main`
 called from Python, which leaves glibc's defaults: wall-clock seconds of each and their
 test accuracy, which must be the same.
 """

@@ -51,8 +51,8 @@ from PIL import Image
 from timm.data import create_transform, resolve_data_config
 
 from skconv import ConvFeatureTransformer
-from skconv._inference import _Batches
 from skconv.datasets import load_image_folder
+from skconv.engine.run import _Batches
 from skconv.images import crop_batch, load_batch
 from skconv.zoo import load_backbone
 

@@ -38,11 +38,10 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 from sklearn.utils.validation import check_is_fitted
 
-from ._inference import mean_of_views, mirror_views
+from .engine import mean_of_views, mirror_views, pool_features
 from .features import ConvFeatureTransformer
 from .finetune import FineTuneClassifier
 from .images import Preprocessing, check_images, load_image
-from .pooling import pool_features
 
 __all__ = ["heatmaps", "overlay"]
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from . import __version__
 from ._io import atomic_write
-from ._ort import ParallelSession, available_cores
+from .engine import ParallelSession, available_cores
 from .images import Preprocessing, check_images, crop_batch
 
 __all__ = ["OnnxClassifier", "export_onnx"]
@@ -126,7 +126,7 @@ def _pipeline_graph(pipeline):
     import onnx
     from sklearn.utils.validation import check_is_fitted
 
-    from ._inference import TorchEngine, export_features
+    from .engine import TorchEngine, export_features
     from .features import ConvFeatureTransformer
 
     steps = [(n, s) for n, s in pipeline.steps if s is not None and s != "passthrough"]
@@ -260,7 +260,7 @@ def _finetuned_graph(net):
     import torch
     from onnx import TensorProto, helper, numpy_helper
 
-    from ._inference import FromPixels, export_onnx_bytes, mean_of_views, mirror_views
+    from .engine import FromPixels, export_onnx_bytes, mean_of_views, mirror_views
 
     if not getattr(net, "initialized_", False) or not hasattr(net, "label_encoder_"):
         from sklearn.exceptions import NotFittedError
@@ -422,7 +422,7 @@ class OnnxClassifier:
     It needs onnxruntime, NumPy and Pillow only: the images are decoded, resized and
     cropped as the exported model's metadata says (:func:`skconv.images.crop_batch`),
     and the graph does the rest. A few images at a time are decoded and run on one
-    thread, ``n_threads`` of them at once (:class:`skconv._ort.ParallelSession`).
+    thread, ``n_threads`` of them at once (:class:`skconv.engine.ParallelSession`).
 
     Parameters
     ----------

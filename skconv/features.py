@@ -18,8 +18,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import zoo
 from ._cache import FeatureCache
-from ._inference import (
+from .engine import (
     ENGINES,
+    POOLINGS,
     FeatureSpec,
     LazyEngine,
     build_engine,
@@ -28,7 +29,6 @@ from ._inference import (
     resolve_device,
 )
 from .images import check_images
-from .pooling import POOLINGS
 
 __all__ = ["ConvFeatureTransformer"]
 

@@ -25,14 +25,14 @@ MODULES = [
     "skconv.experiment",
     "skconv.compare",
     "skconv.cli",
-    "skconv.pooling",
+    "skconv.engine.pooling",
+    "skconv.engine.memory",
     "skconv.report",
     "skconv.report_html",
     "skconv.explain",
     "skconv.export",
     "skconv.persistence",
     "skconv.distributed",
-    "skconv.memory",
 ]
 # PR01/PR02: parameters missing from or unknown to the docstring; RT01: no Returns
 # section (functions only); EX01: no Examples; GL08: no docstring at all.

@@ -33,7 +33,7 @@ import warnings
 from typing import Sequence
 
 from .. import __version__
-from ..memory import reuse_freed_memory
+from ..engine import reuse_freed_memory
 from . import backbones, demo, explain, export, fit, predict, split
 from ._common import PROG, Parser, UsageError, close_progress_bars, fail, show_warning
 
@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv : sequence of str, default=None
         The arguments after the program name; None reads ``sys.argv[1:]``, as the
         ``skconv`` command does, and then also calls
-        :func:`skconv.memory.reuse_freed_memory` (the process is the command's own).
+        :func:`skconv.engine.reuse_freed_memory` (the process is the command's own).
 
     Returns
     -------
@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     if argv is None:
         # Run as the skconv command, this process is ours: keep freed memory for reuse,
-        # about twice as fast for torch on a CPU (skconv.memory).
+        # about twice as fast for torch on a CPU (skconv.engine.memory).
         reuse_freed_memory()
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()

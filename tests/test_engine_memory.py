@@ -9,13 +9,13 @@ import sys
 import pytest
 
 import skconv.cli
-from skconv.memory import reuse_freed_memory
+from skconv.engine import reuse_freed_memory
 
 # Frees 256 MiB it has just touched, then prints whether the settings took and how much
 # of it the process still holds (MiB of VmRSS above what it held before).
 CHILD = """
 import numpy as np
-from skconv.memory import reuse_freed_memory
+from skconv.engine import reuse_freed_memory
 def rss():
     with open("/proc/self/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))

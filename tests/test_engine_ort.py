@@ -11,7 +11,7 @@ from contextlib import closing
 import numpy as np
 import pytest
 
-from skconv._ort import ONNX_CHUNK, ParallelSession, ordered_map
+from skconv.engine._ort import ONNX_CHUNK, ParallelSession, ordered_map
 
 
 @pytest.mark.parametrize(

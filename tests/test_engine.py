@@ -10,17 +10,16 @@ import torch
 from torch import nn
 
 from skconv import ConvFeatureTransformer
-from skconv._inference import (
+from skconv.engine import (
     FeatureSpec,
     LazyEngine,
     OnnxEngine,
-    _Batches,
-    _prefetched,
     build_engine,
     fold_batch_norms,
     mean_of_views,
     mirror_views,
 )
+from skconv.engine.run import _Batches, _prefetched
 from skconv.images import Preprocessing, crop_batch
 from skconv.zoo import load_backbone
 
@@ -206,7 +205,7 @@ def test_onnx_engine_runs_chunks_of_a_few_images_on_its_threads_at_once(resnet):
 def test_extract_decodes_and_runs_each_chunk_on_the_onnx_engines_threads(resnet, tmp_path):
     from PIL import Image
 
-    from skconv._inference import extract
+    from skconv.engine import extract
 
     paths = []
     for i in range(11):
@@ -227,7 +226,7 @@ def test_extract_decodes_and_runs_each_chunk_on_the_onnx_engines_threads(resnet,
 def test_extract_leaves_no_chunk_running_after_an_error_of_its_own(resnet, tmp_path):
     import time
 
-    from skconv._inference import extract
+    from skconv.engine import extract
 
     built = build_engine("onnxruntime", resnet, SPEC, device=CPU)
     engine = OnnxEngine(built.model_bytes, SPEC.preprocessing, n_threads=2)
@@ -248,7 +247,7 @@ def test_extract_leaves_no_chunk_running_after_an_error_of_its_own(resnet, tmp_p
 
 
 def test_auto_falls_back_to_torch_with_a_reason_and_onnxruntime_refuses(resnet, monkeypatch):
-    import skconv._inference as inference
+    import skconv.engine.engines as inference
 
     def broken(*args, **kwargs):
         raise RuntimeError("operator not supported")
@@ -261,7 +260,7 @@ def test_auto_falls_back_to_torch_with_a_reason_and_onnxruntime_refuses(resnet, 
 
 
 def test_a_graph_that_differs_from_torch_is_not_used(resnet, monkeypatch):
-    import skconv._inference as inference
+    import skconv.engine.engines as inference
 
     monkeypatch.setattr(inference.OnnxEngine, "__call__", lambda self, batch: np.zeros((2, 512)))
     with pytest.warns(RuntimeWarning, match="differs from torch"):

@@ -49,7 +49,7 @@ class ParallelSession:
 
     Examples
     --------
-    >>> from skconv._ort import ParallelSession
+    >>> from skconv.engine import ParallelSession
     >>> ParallelSession.chunks_of(19, n_threads=2)
     [slice(0, 4, None), slice(4, 9, None), slice(9, 14, None), slice(14, 19, None)]
     """
@@ -133,7 +133,7 @@ def ordered_map(pool, work: Callable, items: Sequence, window: int) -> Iterator:
     Examples
     --------
     >>> from concurrent.futures import ThreadPoolExecutor
-    >>> from skconv._ort import ordered_map
+    >>> from skconv.engine import ordered_map
     >>> with ThreadPoolExecutor(2) as pool:
     ...     list(ordered_map(pool, lambda i: i * i, range(5), window=2))
     [0, 1, 4, 9, 16]

@@ -1,0 +1,252 @@
+"""The engines: torch and ONNX Runtime, the choice between them (with a probe), built lazily."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..images import Preprocessing
+from ._ort import ParallelSession
+from .devices import cpu_chunk_size
+from .folding import fold_batch_norms
+from .graphs import FeatureSpec, PooledFeatures, export_features
+
+__all__ = ["ENGINES", "LazyEngine", "OnnxEngine", "TorchEngine", "build_engine"]
+
+#: Values of ``ConvFeatureTransformer(engine=...)``.
+ENGINES = ("auto", "torch", "onnxruntime")
+
+
+class TorchEngine:
+    """Run the pooled-feature computation in torch.
+
+    Batches are normalised float tensors, channels-last (:func:`skconv.images.load_batch`).
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The feature network as loaded, on its device, in eval mode.
+    spec : FeatureSpec
+        What to compute.
+    device : torch.device
+        Where ``module`` lives.
+    compile : bool, default=False
+        Compile the computation with :func:`torch.compile` on first use.
+    """
+
+    kind = "torch"
+    pixels = "normalized"
+
+    def __init__(
+        self, module: nn.Module, spec: FeatureSpec, device: torch.device, compile: bool = False
+    ):
+        self.device = device
+        self.preprocessing = spec.preprocessing
+        size = spec.preprocessing.image_size
+        example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+        example = example.to(device)
+        if device.type in ("cpu", "cuda"):
+            example = example.contiguous(memory_format=torch.channels_last)
+        folded, _ = fold_batch_norms(module, example, spec.stages)
+        self.model = PooledFeatures(folded, spec).eval()
+        self.compiled = torch.compile(self.model, dynamic=False) if compile else None
+        self._compile_lock = threading.Lock()
+
+    def chunk_size(self, batch_size: int) -> int:
+        """Images per forward pass: ``batch_size``, or fewer on a CPU (:func:`cpu_chunk_size`)."""
+        return cpu_chunk_size(batch_size, self.device)
+
+    def __call__(self, batch: torch.Tensor) -> np.ndarray:
+        """Pooled features ``(n, d)`` of a normalised batch."""
+        batch = batch.to(self.device, non_blocking=True)
+        if self.device.type not in ("cpu", "cuda"):
+            batch = batch.contiguous()
+        chunk = self.chunk_size(len(batch))
+        with torch.inference_mode():
+            parts = [self._forward(part, chunk) for part in batch.split(chunk)]
+        return torch.cat(parts).float().cpu().numpy()
+
+    def _forward(self, batch: torch.Tensor, chunk: int) -> torch.Tensor:
+        if self.compiled is None:
+            return self.model(batch)
+        # A fixed batch shape compiles once: pad the last, shorter chunk.
+        n = len(batch)
+        if n < chunk:
+            pad = batch.new_zeros((chunk - n, *batch.shape[1:]))
+            batch = torch.cat([batch, pad]).contiguous(memory_format=torch.channels_last)
+        with self._compile_lock:  # compiling is not thread-safe; running compiled code is
+            return self.compiled(batch)[:n]
+
+
+class OnnxEngine(ParallelSession):
+    """Run an exported pooled-feature graph (uint8 pixels in) with ONNX Runtime.
+
+    Each run takes a few images (:data:`~skconv.engine.ONNX_CHUNK`) on one thread, and
+    ``n_threads`` runs go at once, one per core (:class:`~skconv.engine.ParallelSession`).
+
+    Parameters
+    ----------
+    model_bytes : bytes
+        The ONNX model: input ``"image"`` ``(n, s, s, 3)`` uint8, output
+        ``"features"`` ``(n, d)`` float32.
+    preprocessing : Preprocessing
+        The resize and crop of the pixels the graph takes.
+    n_threads : int
+        Runs at once (torch's thread count: the same cores).
+    """
+
+    kind = "onnxruntime"
+    pixels = "uint8"
+    device = torch.device("cpu")
+
+    def __init__(self, model_bytes: bytes, preprocessing: Preprocessing, n_threads: int):
+        super().__init__(model_bytes, n_threads)
+        self.model_bytes = model_bytes
+        self.preprocessing = preprocessing
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Pooled features ``(n, d)`` of a uint8 batch, computed chunk by chunk, in parallel."""
+        batch = np.ascontiguousarray(batch)
+        chunks = self.map_chunks(lambda rows: self.run(batch[rows]), len(batch))
+        parts = [features for _, features in chunks]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def run(self, pixels: np.ndarray) -> np.ndarray:
+        """One run of the graph on the calling thread: features of a uint8 batch."""
+        return self.session.run(["features"], {"image": np.ascontiguousarray(pixels)})[0]
+
+
+def build_engine(
+    kind: str,
+    module: nn.Module,
+    spec: FeatureSpec,
+    *,
+    device: torch.device,
+    compile: bool = False,
+    backbone: str = "",
+):
+    """Build the engine that computes pooled features of the fitted network.
+
+    Parameters
+    ----------
+    kind : {"auto", "torch", "onnxruntime"}
+        ``"auto"``: ONNX Runtime on a CPU when the network exports and the exported
+        graph matches torch on a probe batch (every stage, the pooling and the
+        mirroring), else torch with a RuntimeWarning that says why; torch on other
+        devices and with ``compile``. ``"onnxruntime"`` raises instead of falling back.
+    module : torch.nn.Module
+        The feature network as loaded (on ``device``, eval mode).
+    spec : FeatureSpec
+        What to compute.
+    device : torch.device
+        Where ``module`` lives.
+    compile : bool, default=False
+        Compile the torch engine (and so use it).
+    backbone : str, default=""
+        The backbone's name, for messages.
+
+    Returns
+    -------
+    engine : TorchEngine or OnnxEngine
+
+    Raises
+    ------
+    ValueError
+        With ``kind="onnxruntime"``, if the device is not a CPU, the network does not
+        export, or the exported graph does not match torch; the message names the
+        backbone.
+    """
+    torch_engine = TorchEngine(module, spec, device, compile=compile)
+    if kind == "torch" or (kind == "auto" and (device.type != "cpu" or compile)):
+        return torch_engine
+    what = f"backbone {backbone!r}" if backbone else "this backbone"
+    if device.type != "cpu":
+        raise ValueError(
+            f"engine='onnxruntime' runs on the CPU, but device={str(device)!r}; use "
+            "engine='torch' or 'auto' on an accelerator."
+        )
+    try:
+        engine = OnnxEngine(
+            export_features(torch_engine.model.net, spec),
+            spec.preprocessing,
+            n_threads=torch.get_num_threads(),
+        )
+        mismatch = _probe_mismatch(torch_engine, engine, spec.preprocessing)
+    except Exception as exc:  # any exporter or runtime failure means "not this engine"
+        reason = f"it does not export to ONNX ({type(exc).__name__}: {exc})"
+    else:
+        if mismatch is None:
+            return engine
+        reason = f"the exported graph differs from torch ({mismatch})"
+    if kind == "onnxruntime":
+        raise ValueError(f"engine='onnxruntime' cannot run {what}: {reason}.")
+    warnings.warn(
+        f"ONNX Runtime cannot run {what}: {reason}; using torch instead (engine='torch' "
+        "silences this).",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return torch_engine
+
+
+def _probe_mismatch(torch_engine, onnx_engine, preprocessing, rtol: float = 1e-3):
+    """None when both engines agree on a probe batch, else a description of the gap."""
+    size = preprocessing.image_size
+    pixels = np.random.default_rng(0).integers(0, 256, (2, size, size, 3), dtype=np.uint8)
+    # The crop itself: the pixels each engine sees, with no resize in between.
+    floats = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0
+    normalized = preprocessing.normalize(floats).contiguous(memory_format=torch.channels_last)
+    want = torch_engine(normalized)
+    have = onnx_engine(pixels)
+    if have.shape != want.shape:
+        return f"shape {have.shape} instead of {want.shape}"
+    gap = float(np.abs(have - want).max())
+    scale = max(float(np.abs(want).max()), 1e-6)
+    if gap > rtol * scale:
+        return f"largest difference {gap:.3g} on features up to {scale:.3g}"
+    return None
+
+
+class LazyEngine:
+    """An engine built on first use, once, thread-safely; never pickled.
+
+    A fitted transformer holds one: transforms from several threads share the engine
+    and none of them changes the estimator's attributes (the holder stays the same
+    object). The transformer leaves it out of its pickles: the receiving process
+    builds its own on first use.
+
+    Parameters
+    ----------
+    build : callable
+        Returns the engine; called at most once per process.
+    """
+
+    def __init__(self, build: Callable):
+        self.build = build
+        self._engine = None
+        self._lock = threading.Lock()
+
+    def get(self):
+        """The engine, built by the first caller."""
+        engine = self._engine
+        if engine is None:
+            with self._lock:
+                if self._engine is None:
+                    self._engine = self.build()
+                engine = self._engine
+        return engine
+
+    @property
+    def built(self) -> bool:
+        """Whether the engine exists in this process."""
+        return self._engine is not None
+
+    def __reduce__(self):
+        # An engine holds compiled code, an ONNX Runtime session and a lock: none of
+        # them travels. Its owner pickles what it was built from and makes a new one.
+        raise TypeError("A LazyEngine is not pickled; pickle the estimator that owns it.")

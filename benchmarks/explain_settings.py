@@ -37,7 +37,7 @@ from skconv import ConvFeatureTransformer  # noqa: E402
 from skconv._io import write_json  # noqa: E402
 from skconv.datasets import load_image_folder  # noqa: E402
 from skconv.explain import _crop_origin, _explainer, _smoothed_and_trimmed, _View  # noqa: E402
-from skconv.images import _pil_to_tensor, load_image  # noqa: E402
+from skconv.images import load_image, pil_to_tensor  # noqa: E402
 from skconv.model_selection import train_val_test_split  # noqa: E402
 
 CACHE = Path(__file__).resolve().parent / ".cache"
@@ -53,7 +53,7 @@ def _crop_tensor(frame, view_size, prep, dx, dy, scale=1, flip=False):
     image = frame.crop((left + sx, top + sy, left + sx + crop, top + sy + crop))
     if scale != 1:
         image = image.resize((crop * scale, crop * scale), Image.BICUBIC)
-    tensor = prep.normalize(_pil_to_tensor(image))
+    tensor = prep.normalize(pil_to_tensor(image))
     return (torch.flip(tensor, dims=[-1]) if flip else tensor), (sx, sy)
 
 

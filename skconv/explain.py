@@ -708,7 +708,7 @@ def _add_shifted(explainer, pil: list, views: list, codes, shift: int) -> None:
     so every crop holds image pixels only; a crop that clipping makes a repeat is
     skipped. Every crop explains the class chosen on the center crop.
     """
-    from .images import _pil_to_tensor
+    from .images import pil_to_tensor
 
     prep = explainer.preprocessing
     crop = prep.image_size
@@ -724,7 +724,7 @@ def _add_shifted(explainer, pil: list, views: list, codes, shift: int) -> None:
                 if (sx, sy) in view.shifts:
                     continue
                 box = (left + sx, top + sy, left + sx + crop, top + sy + crop)
-                tensors.append(prep.normalize(_pil_to_tensor(frame.crop(box))))
+                tensors.append(prep.normalize(pil_to_tensor(frame.crop(box))))
                 chosen.append(k)
                 shifts.append((sx, sy))
             if not chosen:

@@ -6,7 +6,8 @@ from typing import Any
 
 import torch
 
-from .images import check_images, load_image
+from ._checks import check_images
+from ._decode import load_image
 
 __all__ = ["ImageDataset"]
 

@@ -14,7 +14,7 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from skorch import NeuralNet, NeuralNetClassifier
 from torch import nn
 
-from .._inference import forward_in_chunks, mean_of_views, mirror_views
+from ..engine import forward_in_chunks, mean_of_views, mirror_views
 from ..images import Preprocessing, check_images
 from ._callbacks import fine_tuning_callbacks
 from ._data import TrainAugmentation, _ImageSet, as_eval_dataset, retransform, trunk_datasets

@@ -14,7 +14,7 @@ import functools
 import numpy as np
 import torch
 
-from .._inference import forward_in_chunks
+from ..engine import forward_in_chunks
 from ..images import Preprocessing, check_images, load_batch, load_image
 
 __all__ = ["TrainAugmentation", "TrunkViews", "trunk_views"]

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .. import zoo
-from ..pooling import pool_features
+from ..engine import pool_features
 
 __all__ = ["FineTuneNet", "resolve_train_layers"]
 

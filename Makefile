@@ -20,8 +20,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# One pytest-xdist worker per core; a test module's tests stay in one worker, so that
+# its module-scoped fixtures (fitted models) are built once.
+PYTEST_PARALLEL := -n auto --dist loadscope
+
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL)
 
 # The lowest versions pyproject.toml declares for the libraries whose APIs skconv leans on
 # (scikit-learn's tags and validation, skorch's training loop, timm's models), installed
@@ -41,7 +45,8 @@ test-floor: $(STAMP)
 	PYTHONPATH=$(FLOOR) $(BIN)/python -c "import sklearn, skorch, timm; \
 		print('floors:', 'scikit-learn', sklearn.__version__, 'skorch', skorch.__version__, \
 		'timm', timm.__version__)"
-	PYTHONPATH=$(FLOOR) $(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" $(FLOOR_TESTS)
+	PYTHONPATH=$(FLOOR) $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_PARALLEL) \
+		-m "not slow" $(FLOOR_TESTS)
 
 demo: $(STAMP)
 	$(BIN)/skconv demo

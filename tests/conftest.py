@@ -11,6 +11,14 @@ import pytest
 # Never wait on a network: timm/huggingface would otherwise retry for a minute.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# Under pytest-xdist (make test runs one worker per core), each worker computes with
+# one thread: a worker's torch threads would otherwise compete with the other
+# workers' for the same cores. Set before torch is imported, and inherited by the
+# subprocesses that tests start.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_variable, "1")
+
 BUSI = Path(
     os.environ.get(
         "SKCONV_BUSI", Path(__file__).resolve().parents[2] / "shared" / "datasets" / "busi"

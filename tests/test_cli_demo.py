@@ -57,7 +57,9 @@ def test_demo_console_script_runs_offline(tmp_path):
     )
     assert "Test (15 images)" in out
     accuracy = [line for line in out.splitlines() if line.strip().startswith("accuracy")]
-    assert len(accuracy) == 2 and 0.0 <= float(accuracy[-1].split()[-1]) <= 1.0
+    # Measured with the default seed: 1.000 on the 15 test images (seeds 1 and 2: 0.933
+    # and 1.000). A network that learnt nothing scores about 1/3 on three classes.
+    assert len(accuracy) == 2 and float(accuracy[-1].split()[-1]) >= 0.8
     assert "predictions for three test images" in out
     assert "Demo done in" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]  # nothing left behind

@@ -46,10 +46,20 @@ def test_fit_writes_every_file(fitted, images):
     assert metrics["split"]["counts"]["normal"] == {"total": 8, "train": 5, "val": 1, "test": 2}
     for part in ("val", "test"):
         m = metrics[part]
-        for key in ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc_ovr_macro"):
-            assert 0.0 <= m[key] <= 1.0
-        assert sum(map(sum, m["confusion_matrix"])) == m["n_samples"]
-        assert set(m["per_class"]["benign"]) >= {"precision", "recall"}
+        # The scores must be those of the confusion matrix written beside them.
+        cm = np.asarray(m["confusion_matrix"], dtype=float)
+        assert cm.sum() == m["n_samples"]
+        recall = np.diag(cm) / cm.sum(axis=1)
+        precision = np.divide(np.diag(cm), cm.sum(axis=0), out=np.zeros(3), where=cm.sum(0) > 0)
+        both = precision + recall
+        f1 = np.divide(2 * precision * recall, both, out=np.zeros(3), where=both > 0)
+        assert m["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+        assert m["balanced_accuracy"] == pytest.approx(recall.mean())
+        assert m["f1_macro"] == pytest.approx(f1.mean())
+        for i, name in enumerate(metrics["classes"]):
+            assert m["per_class"][name]["recall"] == pytest.approx(recall[i])
+            assert m["per_class"][name]["precision"] == pytest.approx(precision[i])
+        assert 0.0 <= m["roc_auc_ovr_macro"] <= 1.0  # probabilities are not in metrics.json
 
     report = (out / "report.md").read_text()
     assert "Class: malignant\nTotal files: 8\nTraining files: 5" in report

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 __all__ = [
+    "to_python",
     "atomic_write",
     "atomic_dir",
     "check_new_dir",
@@ -222,6 +223,29 @@ def write_json(path: str | os.PathLike, obj: Any, *, overwrite: bool = False) ->
     # Serialise first so that an unsupported object fails before any file exists.
     text = json.dumps(obj, indent=2, default=_json_default) + "\n"
     return write_text(path, text, overwrite=overwrite)
+
+
+def to_python(value: Any) -> Any:
+    """A NumPy scalar as the Python value JSON and f-strings expect; other values as they are.
+
+    Parameters
+    ----------
+    value : object
+        A NumPy scalar (``np.int64(3)``, ``np.str_("a")``) or any other value.
+
+    Returns
+    -------
+    value : object
+        ``value.item()`` when it has one, else ``value``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skconv._io import to_python
+    >>> to_python(np.int64(3)), to_python("a")
+    (3, 'a')
+    """
+    return value.item() if hasattr(value, "item") else value
 
 
 def _json_default(value: Any) -> Any:

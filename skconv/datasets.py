@@ -46,7 +46,7 @@ def _is_image_file(name: str) -> bool:
     )
 
 
-def _image_files(folder: str | os.PathLike) -> list[str]:
+def image_files(folder: str | os.PathLike) -> list[str]:
     """Image files under ``folder``, recursively, sorted as strings.
 
     The one walker of image folders (``load_image_folder`` and the command line's IMAGES
@@ -141,7 +141,7 @@ def load_image_folder(path: str | os.PathLike, on_error: str = "raise") -> Bunch
     for class_dir in (e for e in entries if e.is_dir()):
         # Sorted as paths (component by component), not as strings: the order, and so
         # every seeded split of it, must not change between versions.
-        files = sorted(map(Path, _image_files(class_dir)))
+        files = sorted(map(Path, image_files(class_dir)))
         if not files:
             warnings.warn(
                 f"Folder {os.fspath(class_dir)!r} holds no images; it is not used as a class.",
@@ -195,7 +195,7 @@ def _refuse_non_empty(path: Path, name: str) -> None:
         )
 
 
-def _split_error(root: Path, target, exc: ValueError, val_size, test_size) -> ValueError:
+def split_error(root: Path, target, exc: ValueError, val_size, test_size) -> ValueError:
     """The split's error in the terms of the folder: which class folders are too small."""
     classes, counts = np.unique(target, return_counts=True)
     small = [(c, n) for c, n in zip(classes.tolist(), counts) if f"class {c!r} has" in str(exc)]
@@ -313,7 +313,7 @@ def split_folders(
             random_state=random_state,
         )
     except ValueError as exc:
-        raise _split_error(src_path, data.target, exc, val_size, test_size) from exc
+        raise split_error(src_path, data.target, exc, val_size, test_size) from exc
 
     # Built in a hidden sibling and renamed into place when complete: an error or
     # Ctrl-C leaves no half-copied dst (nor the parent folders made for it).

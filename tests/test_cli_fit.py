@@ -169,9 +169,9 @@ def test_a_failing_fit_leaves_nothing(images, tmp_path, capsys, grouping):
 
 
 def test_fit_compare(images, tmp_path, monkeypatch):
-    import skconv.compare
+    import skconv.experiment._compare
 
-    monkeypatch.setattr(skconv.compare, "offline_backbones", lambda: [BACKBONE])
+    monkeypatch.setattr(skconv.experiment._compare, "offline_backbones", lambda: [BACKBONE])
     out = tmp_path / "cmp"
     code, stdout, stderr = run(
         "fit", images, "--compare", "--backbone", BACKBONE, "--image-size", "32",

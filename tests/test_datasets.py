@@ -9,7 +9,7 @@ from conftest import BUSI, needs_busi
 from PIL import Image
 
 from skconv.datasets import (
-    _image_files,
+    image_files,
     load_image_folder,
     make_ultrasound,
     make_ultrasound_folder,
@@ -95,7 +95,7 @@ def test_one_walker_for_image_folders(tmp_path, monkeypatch):
         Image.new("L", (8, 8)).save(tmp_path / "c" / name, format="PNG")
     monkeypatch.chdir(tmp_path)
     # the form given is kept; sorted as strings, the order a listing shows
-    assert _image_files("./c") == ["./c/a.PNG", "./c/b-c.png", "./c/b/x.png"]
+    assert image_files("./c") == ["./c/a.PNG", "./c/b-c.png", "./c/b/x.png"]
     # load_image_folder sorts by path components, as it always has: splits stay the same
     assert [Path(p).name for p in load_image_folder(tmp_path).paths] == [
         "a.PNG",

@@ -17,7 +17,8 @@ from browser import needs_browser, render
 from PIL import Image
 from sklearn.metrics import confusion_matrix
 
-import skconv.experiment
+import skconv.experiment._folder
+import skconv.experiment._records
 from skconv.datasets import make_ultrasound_folder, split_folders
 from skconv.experiment import fit_folder
 
@@ -270,7 +271,7 @@ def test_fit_folder_checks_its_parameters_before_any_work(
     def no_work(*args, **kwargs):
         raise AssertionError("data read before the parameters were checked")
 
-    monkeypatch.setattr(skconv.experiment, "load_image_folder", no_work)
+    monkeypatch.setattr(skconv.experiment._folder, "load_image_folder", no_work)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("mine")
     out = images / "run" if out == "inside" else tmp_path / out
@@ -298,7 +299,7 @@ def test_fit_folder_interrupted_while_saving_leaves_nothing(images, tmp_path, mo
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(skconv.experiment, "plot_confusion_matrix", interrupted)
+    monkeypatch.setattr(skconv.experiment._records, "plot_confusion_matrix", interrupted)
     with pytest.raises(KeyboardInterrupt):
         fit_folder(images, tmp_path / "deep" / "run", verbose=0, **FAST)
     assert list(tmp_path.iterdir()) == []  # no staging folder, no parent made for it

@@ -343,7 +343,7 @@ def test_bootstrap_intervals_errors():
 
 
 def test_markdown_report_shows_intervals_and_duplicates(three_class):
-    from skconv.report_html import duplicate_summary
+    from skconv.model_selection import duplicate_summary
 
     y_true, y_pred, proba, labels = three_class
     m = classification_metrics(y_true, y_pred, proba, labels=labels)

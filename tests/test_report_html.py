@@ -1,4 +1,4 @@
-"""skconv.report_html: report.html from computed numbers, checked as text and in a browser."""
+"""skconv.report's report.html from computed numbers, checked as text and in a browser."""
 
 from __future__ import annotations
 
@@ -10,17 +10,17 @@ import pytest
 from browser import needs_browser, render
 from PIL import Image
 
-from skconv.report import bootstrap_intervals, classification_metrics
-from skconv.report_html import (
-    MAX_GROUPS_SHOWN,
-    MAX_THUMBNAILS_PER_GROUP,
-    _confident,
+from skconv.model_selection import duplicate_summary
+from skconv.report import (
     activation_gallery,
-    duplicate_summary,
+    bootstrap_intervals,
+    classification_metrics,
     html_report,
     model_card,
     plot_curves,
 )
+from skconv.report._gallery import _confident
+from skconv.report._html import MAX_GROUPS_SHOWN, MAX_THUMBNAILS_PER_GROUP
 
 # Names that would break out of HTML if they were not escaped.
 EVIL = '<script>alert("x")</script>'

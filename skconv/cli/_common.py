@@ -167,7 +167,7 @@ def check_backbone(name: str) -> str:
 
 def expand_images(items: Sequence[str]) -> list[str]:
     """IMAGES: files as given, folders expanded to their image files, sorted."""
-    from ..datasets import _image_files
+    from ..datasets import image_files
 
     files: list[str] = []
     for item in items:
@@ -175,7 +175,7 @@ def expand_images(items: Sequence[str]) -> list[str]:
         if path.is_file():
             files.append(item)
         elif path.is_dir():
-            found = _image_files(path)
+            found = image_files(path)
             if not found:
                 raise ValueError(f"IMAGES folder {item!r} holds no image files.")
             files += found

@@ -94,9 +94,16 @@ def register(verbs, parents) -> None:
     p.set_defaults(func=run)
 
 
+#: What the command says when fit_folder's recipe check fails, by the rule broken.
+_USAGE = {
+    "compare": "--compare fits both modes; leave out --mode.",
+    "epochs": "--epochs applies to --mode finetune only; the features mode has no epochs.",
+}
+
+
 def run(args) -> int:
     """Check the command line, run :func:`skconv.experiment.fit_folder`, print."""
-    from ..experiment import _presplit_layout, fit_folder
+    from ..experiment import RecipeError, check_recipe, fit_folder, presplit_layout
 
     root = existing_dir(args.data, "DATA")
     backbone = check_backbone(args.backbone)
@@ -107,12 +114,10 @@ def run(args) -> int:
             f"--out {os.fspath(out)!r} lies inside DATA {args.data!r}; choose a folder outside it."
         )
     val, test = part_sizes(args)
-    if args.compare and args.mode != "features":
-        raise UsageError("--compare fits both modes; leave out --mode.")
-    if args.epochs is not None and args.mode != "finetune" and not args.compare:
-        raise UsageError(
-            "--epochs applies to --mode finetune only; the features mode has no epochs."
-        )
+    try:  # the library's check, said in the command's flags
+        check_recipe(args.mode, compare=args.compare, epochs=args.epochs)
+    except RecipeError as exc:
+        raise UsageError(_USAGE.get(exc.rule, str(exc))) from None
     given = [
         flag
         for flag, on in (
@@ -125,7 +130,7 @@ def run(args) -> int:
         )
         if on
     ]
-    if _presplit_layout(root, what="DATA") and given:
+    if presplit_layout(root, what="DATA") and given:
         raise UsageError(
             f"{' and '.join(given)} apply when DATA is split here, but "
             f"{args.data!r} already has train, val and test folders."

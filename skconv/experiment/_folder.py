@@ -1,11 +1,4 @@
-"""A whole experiment on a folder of images: split, fit, evaluate, save.
-
-:func:`fit_folder` is the work behind ``skconv fit`` and ``skconv demo``, callable from
-Python: it reads one folder of images per class (or a folder already split into
-``train/``, ``val/`` and ``test/``), splits it, fits a classifier, evaluates it on the
-validation and test parts and writes the model and its report (``report.md`` and a
-self-contained ``report.html``) into a new folder, all of it or nothing.
-"""
+"""fit_folder: a whole experiment on a folder of images (split, fit, evaluate, save)."""
 
 from __future__ import annotations
 
@@ -13,42 +6,36 @@ import io
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 from sklearn.utils import Bunch
 
-from . import __version__
-from ._io import atomic_dir, check_new_dir, dump_joblib, write_json, write_text
-from .datasets import _split_error, load_image_folder
-from .model_selection import find_near_duplicates, split_report, train_val_test_split
-from .report import (
+from .._io import check_new_dir
+from ..datasets import load_image_folder, split_error
+from ..model_selection import (
+    duplicate_summary,
+    find_near_duplicates,
+    split_report,
+    train_val_test_split,
+)
+from ..report import (
+    activation_gallery,
     bootstrap_intervals,
     classification_metrics,
     format_metrics,
-    markdown_report,
-    plot_confusion_matrix,
+    plot_curves,
     predict_with_proba,
 )
-from .report_html import (
-    activation_gallery,
-    duplicate_summary,
-    html_report,
-    model_card,
-    plot_curves,
-)
-
-__all__ = ["fit_folder"]
+from ._recipe import DEFAULT_BACKBONE, build_model, check_recipe
+from ._records import _records, _save
 
 PARTS = ("train", "val", "test")
-MODES = ("features", "finetune")
-DEFAULT_BACKBONE = "efficientnet_lite0"  # small, CPU-friendly, packaged: works offline
-# Near-duplicate grouping when a folder is split here: the default of fit_folder and of
-# the command's --group-duplicates, so that changing it is this one line.
+
 DEFAULT_GROUP_DUPLICATES = True
+
 #: Bootstrap resamples of the test part's metric intervals, and activation maps shown.
 N_RESAMPLES = 1000
+
 GALLERY = dict(n_right=4, n_wrong=4)
 
 
@@ -83,7 +70,7 @@ def fit_folder(
     The test part's metrics get 95 % percentile bootstrap intervals
     (:func:`~skconv.report.bootstrap_intervals`, 1000 resamples, seeded by
     ``random_state``). ``report.html`` is one self-contained page
-    (:func:`~skconv.report_html.html_report`): the split and class balance, the
+    (:func:`~skconv.report.html_report`): the split and class balance, the
     near-duplicate groups with thumbnails, the metrics with their intervals, the
     confusion matrix, ROC, precision-recall and reliability curves, the learning
     curves, class activation maps of the test images the model was most sure of
@@ -200,15 +187,8 @@ def fit_folder(
     (6,)
     >>> tmp.cleanup()
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be 'features' or 'finetune', got {mode!r}.")
-    if compare and mode != "features":
-        raise ValueError(f"compare=True fits both modes; leave mode at 'features', got {mode!r}.")
-    if epochs is not None and mode != "finetune" and not compare:
-        raise ValueError(
-            "epochs applies to mode='finetune' only; the features mode has no epochs."
-        )
-    from .zoo import check_backbone_name
+    check_recipe(mode, compare=compare, epochs=epochs)
+    from ..zoo import check_backbone_name
 
     backbone = check_backbone_name(backbone)
     root, out = Path(data), Path(out)
@@ -233,9 +213,9 @@ def fit_folder(
         print(parts.table, end="")
     chosen = None
     if compare:
-        from .compare import _choose
+        from ._compare import choose
 
-        chosen = _choose(
+        chosen = choose(
             parts,
             backbone=backbone,
             image_size=image_size,
@@ -245,7 +225,7 @@ def fit_folder(
         )
         model, mode, fit_s = chosen.model, chosen.mode, chosen.fit_s
     else:
-        model = _build_model(
+        model = build_model(
             mode,
             backbone,
             image_size=image_size,
@@ -321,9 +301,6 @@ def fit_folder(
     )
 
 
-# --------------------------------------------------------------------------- data
-
-
 @dataclass
 class _Parts:
     """Train, validation and test parts with how they were made."""
@@ -339,7 +316,7 @@ class _Parts:
 
 def _load_parts(root: Path, *, val_size, test_size, group_duplicates, random_state, verbose):
     """The parts as given in train/val/test folders, or split here; with their table."""
-    if _presplit_layout(root):
+    if presplit_layout(root):
         parts = _load_presplit(root)
     else:
         parts = _split_here(
@@ -356,7 +333,7 @@ def _load_parts(root: Path, *, val_size, test_size, group_duplicates, random_sta
     return parts
 
 
-def _presplit_layout(root: Path, what: str = "data") -> bool:
+def presplit_layout(root: Path, what: str = "data") -> bool:
     """Whether ``root`` holds train, val and test folders; an error if only some."""
     present = [p for p in PARTS if (root / p).is_dir()]
     if present and len(present) < len(PARTS):
@@ -430,7 +407,7 @@ def _split_here(
             random_state=random_state,
         )
     except ValueError as exc:
-        raise _split_error(root, data.target, exc, val_size, test_size) from exc
+        raise split_error(root, data.target, exc, val_size, test_size) from exc
     return _Parts(
         paths=dict(zip(PARTS, parts[:3])),
         target=dict(zip(PARTS, parts[3:6])),
@@ -438,197 +415,3 @@ def _split_here(
         duplicates=duplicates,
         groups=None if groups is None else dict(zip(PARTS, parts[6:])),
     )
-
-
-# --------------------------------------------------------------------------- model
-
-
-def _build_model(mode, backbone, *, image_size, epochs, random_state, validation, verbose):
-    if mode == "features":
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import Pipeline
-
-        from .features import ConvFeatureTransformer
-
-        return Pipeline(
-            [
-                (
-                    "features",
-                    ConvFeatureTransformer(
-                        backbone, image_size=image_size, verbose=1 if verbose else 0
-                    ),
-                ),
-                ("head", LogisticRegression(max_iter=2000)),
-            ]
-        )
-    from skorch.callbacks import ProgressBar
-    from skorch.dataset import Dataset
-    from skorch.helper import predefined_split
-
-    from .finetune import FineTuneClassifier
-
-    extra = {} if epochs is None else {"max_epochs": epochs}
-    X_val, y_val = validation
-    return FineTuneClassifier(
-        backbone=backbone,
-        image_size=image_size,
-        # The validation part drives early stopping; the test part stays unseen.
-        train_split=predefined_split(Dataset(np.asarray(X_val), np.asarray(y_val))),
-        callbacks=[ProgressBar()] if verbose else None,
-        verbose=1 if verbose else 0,
-        random_state=random_state,
-        **extra,
-    )
-
-
-def _describe_model(model, mode: str) -> dict:
-    if mode == "features":
-        features = model.named_steps["features"]
-        return {
-            "mode": "features",
-            "backbone": features.backbone_,
-            "image_size": features.preprocessing_.image_size,
-            "n_features": features.n_features_out_,
-            "head": "LogisticRegression(max_iter=2000)",
-        }
-    history = model.history
-    return {
-        "mode": "finetune",
-        "backbone": model.module_.backbone_identity,
-        "image_size": model.preprocessing_.image_size,
-        "epochs_run": len(history),
-        "best_valid_loss": min(
-            (h["valid_loss"] for h in history if "valid_loss" in h), default=None
-        ),
-    }
-
-
-# --------------------------------------------------------------------------- records
-
-
-def _records(
-    model,
-    mode,
-    backbone,
-    parts,
-    results,
-    *,
-    source,
-    command,
-    random_state,
-    fit_s,
-    eval_s,
-    chosen=None,
-):
-    """metrics.json's content, report.md's text and report.html's arguments.
-
-    ``chosen`` is what ``compare=True`` chose (see ``skconv.compare._choose``), or None.
-    """
-    description = _describe_model(model, mode) if chosen is None else chosen.description
-    duplicates = parts.duplicates
-    metrics = {
-        "skconv_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": command,
-        "data": source,
-        "split": {"method": parts.method, "seed": random_state, "counts": parts.counts},
-        "grouped": duplicates["grouped"],
-        "duplicate_groups": duplicates["n_groups"],
-        "mixed_label_groups": [[m["name"] for m in g] for g in duplicates["mixed"]],
-        "model": description,
-        "classes": [str(c) for c in model.classes_],
-        "val": results["val"],
-        "test": results["test"],
-        "timing_s": {"fit": round(fit_s, 3), "evaluate": round(eval_s, 3)},
-    }
-    if chosen is not None:
-        metrics["compare"] = {"selected_by": chosen.selection, "leaderboard": chosen.leaderboard}
-    members = description.get("members", [description])
-    details = {
-        "data": source,
-        "split": parts.method,
-        "mode": mode,
-        "backbone": " + ".join(
-            f"{m['backbone']['name']} (weights {m['backbone']['weights']})" for m in members
-        ),
-        "input size": " + ".join(f"{m['image_size']} px" for m in members),
-        "classes": ", ".join(map(str, model.classes_)),
-        "fit time": f"{fit_s:.1f} s on {len(parts.paths['train'])} images",
-        "skconv": __version__,
-    }
-    if chosen is not None:
-        details["model"] = chosen.name
-        details["chosen by"] = chosen.selection
-    if command:
-        details = {"command": f"`{command}`", **details}
-    if mode in ("finetune", "ensemble"):
-        details["note"] = (
-            "the validation part chose the epoch kept (early stopping), so its "
-            "numbers are optimistic; the test part was not seen in training"
-        )
-    figures = {"Confusion matrix, test part": "confusion_matrix.png"}
-    if mode in ("finetune", "ensemble"):
-        figures["Learning curves"] = "learning_curves.png"
-    sections = {"Validation": results["val"], "Test": results["test"]}
-    title = f"skconv {mode} model: {backbone}" if chosen is None else chosen.title
-    report = markdown_report(
-        sections,
-        title=title,
-        details=details,
-        split_table=parts.table,
-        figures=figures,
-        duplicates=duplicates,
-    )
-    if chosen is not None:  # the leaderboard first, before the chosen model's details
-        head, sep, tail = report.partition("\n## ")
-        report = f"{head}\n{chosen.markdown}{sep}{tail}"
-    page = dict(
-        parts=sections,
-        title=title,
-        details=details,
-        split_table=parts.table,
-        split_counts=parts.counts,
-        duplicates=duplicates,
-        figures={},  # filled in by fit_folder and _save
-        leaderboard=None if chosen is None else chosen.leaderboard,
-        card=model_card(
-            classes=model.classes_,
-            mode=mode,
-            backbone=details["backbone"],
-            data=source,
-            counts=parts.counts,
-            test=results["test"],
-            duplicates=duplicates,
-        ),
-    )
-    return metrics, report, page
-
-
-def _save(out: Path, model, metrics, report, page, test, finetuned, leaderboard) -> None:
-    """Write everything into ``out`` at once: all the files, or none.
-
-    ``finetuned`` is the fine-tuned network whose learning curves are drawn (None for
-    none); ``leaderboard`` the rows of ``leaderboard.csv`` (None for none).
-    """
-    with atomic_dir(out, what="out") as staging:
-        dump_joblib(model, staging / "model.joblib")
-        write_json(staging / "metrics.json", metrics)
-        write_text(staging / "report.md", report)
-        if leaderboard is not None:
-            from .compare import _write_csv
-
-            _write_csv(staging / "leaderboard.csv", leaderboard)
-        plot_confusion_matrix(
-            test["confusion_matrix"],
-            test["labels"],
-            staging / "confusion_matrix.png",
-            title=f"Test part ({test['n_samples']} images)",
-        )
-        figures = {"Confusion matrix, test part": (staging / "confusion_matrix.png").read_bytes()}
-        figures.update(page["figures"])
-        if finetuned is not None:
-            from .report import plot_learning_curves
-
-            plot_learning_curves(finetuned, staging / "learning_curves.png")
-            figures["Learning curves"] = (staging / "learning_curves.png").read_bytes()
-        write_text(staging / "report.html", html_report(**{**page, "figures": figures}))

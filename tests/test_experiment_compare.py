@@ -1,4 +1,4 @@
-"""``skconv.compare``: the three ways side by side on one split; fit_folder(compare=True)."""
+"""``skconv.experiment.compare_ways``: the three ways side by side; fit_folder(compare=True)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-import skconv.compare
+import skconv.experiment._compare
 from skconv import ConvFeatureTransformer, FineTuneClassifier
-from skconv.compare import _folds, compare_ways
 from skconv.datasets import make_ultrasound, make_ultrasound_folder
-from skconv.experiment import fit_folder
+from skconv.experiment import compare_ways, fit_folder
+from skconv.experiment._compare import _folds
 from skconv.model_selection import train_val_test_split
 from skconv.report import classification_metrics
 
@@ -204,8 +204,8 @@ def folder_run(images, tmp_path_factory):
 
     out = io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
-        mp.setattr(skconv.compare, "offline_backbones", lambda: [BACKBONE])
-        mp.setattr(skconv.compare, "compare_ways", spy)
+        mp.setattr(skconv.experiment._compare, "offline_backbones", lambda: [BACKBONE])
+        mp.setattr(skconv.experiment._compare, "compare_ways", spy)
         with contextlib.redirect_stderr(io.StringIO()):
             result = fit_folder(
                 images,
@@ -273,7 +273,7 @@ def test_fit_folder_compare_interrupted_leaves_nothing(images, tmp_path, monkeyp
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(skconv.compare, "offline_backbones", lambda: [BACKBONE])
+    monkeypatch.setattr(skconv.experiment._compare, "offline_backbones", lambda: [BACKBONE])
     monkeypatch.setattr(FineTuneClassifier, "fit", interrupted)  # after the features
     with pytest.raises(KeyboardInterrupt):
         fit_folder(

@@ -36,7 +36,8 @@ from explain import DATA, LESION_CLASSES, OUT, SEED, TOLERANCE_PX, mask_of, poin
 from skconv import ConvFeatureTransformer  # noqa: E402
 from skconv._io import write_json  # noqa: E402
 from skconv.datasets import load_image_folder  # noqa: E402
-from skconv.explain import _crop_origin, _explainer, _smoothed_and_trimmed, _View  # noqa: E402
+from skconv.explain import explainer as explainer_of  # noqa: E402
+from skconv.explain._mapping import _crop_origin, _smoothed_and_trimmed, _View  # noqa: E402
 from skconv.images import load_image, pil_to_tensor  # noqa: E402
 from skconv.model_selection import train_val_test_split  # noqa: E402
 
@@ -75,7 +76,7 @@ def _stage_gradcam(explainer, batch, codes):
 
 def raw_grids(model, paths, codes, final_only=False):
     """{(kind, dx, dy, flip): list of (grid, shift)} for every image."""
-    explainer = _explainer(model)
+    explainer = explainer_of(model)
     prep = explainer.preprocessing
     pil = [load_image(p, where=p) for p in paths]
     frames = [prep.resize_image(image) for image in pil]

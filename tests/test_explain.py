@@ -18,16 +18,9 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from skconv import ConvFeatureTransformer, FineTuneClassifier
-from skconv.explain import (
-    SMOOTH,
-    TRIM,
-    _check_maps,
-    _inside_crop,
-    _smoothed_and_trimmed,
-    _to_original,
-    heatmaps,
-    overlay,
-)
+from skconv.explain import SMOOTH, TRIM, heatmaps, overlay
+from skconv.explain._cam import _check_maps
+from skconv.explain._mapping import _inside_crop, _smoothed_and_trimmed, _to_original
 from skconv.images import Preprocessing
 
 # Random weights, small inputs: the maths, not ImageNet, is under test.

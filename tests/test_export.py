@@ -104,7 +104,7 @@ def test_what_cannot_be_exported_is_refused_by_name_and_nothing_is_written(data,
 
 
 def test_a_failed_export_leaves_no_file_and_an_existing_one_is_kept(data, tmp_path, monkeypatch):
-    import skconv.export
+    import skconv.export._onnx
 
     X, y = data
     clf = make_pipeline(ConvFeatureTransformer(**TINY), LogisticRegression()).fit(X, y)
@@ -116,7 +116,7 @@ def test_a_failed_export_leaves_no_file_and_an_existing_one_is_kept(data, tmp_pa
     def differs(*args, **kwargs):
         raise ValueError("The exported graph does not reproduce the estimator")
 
-    monkeypatch.setattr(skconv.export, "_verify", differs)
+    monkeypatch.setattr(skconv.export._onnx, "_verify", differs)
     with pytest.raises(ValueError, match="does not reproduce"):
         export_onnx(clf, path, overwrite=True)
     assert path.read_bytes() == b"mine" and [p.name for p in tmp_path.iterdir()] == ["model.onnx"]

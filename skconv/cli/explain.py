@@ -81,7 +81,7 @@ def run(args) -> int:
     import matplotlib
 
     from .._io import atomic_dir, atomic_write
-    from ..explain import _explainer, heatmaps, overlay
+    from ..explain import explainer, heatmaps, overlay
     from ..report import text_table
 
     model_path = model_file(args.model)
@@ -95,7 +95,7 @@ def run(args) -> int:
 
     model = load_model(model_path)
     try:
-        _explainer(model)
+        explainer(model)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"MODEL {os.fspath(model_path)!r}: {one_line(exc)}") from None
     classes = [str(c) for c in model.classes_]

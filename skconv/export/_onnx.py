@@ -1,43 +1,21 @@
-"""A fitted model as one ONNX file, and a classifier that runs such a file without torch.
-
-:func:`export_onnx` writes a fitted feature :class:`~sklearn.pipeline.Pipeline`
-(:class:`~skconv.ConvFeatureTransformer`, then for instance a StandardScaler, a PCA and
-a linear head) or a fitted :class:`~skconv.FineTuneClassifier` as one ONNX graph:
-
-* input ``"image"``: uint8 RGB pixels ``(n, s, s, 3)``, the center crop at the model's
-  input size (:func:`skconv.images.crop_batch` makes it from files, as the model's
-  own preprocessing would); the normalisation happens inside the graph;
-* outputs ``"label"`` (the class names, as the estimator's ``classes_``) and
-  ``"probabilities"`` ``(n, n_classes)``, or ``"scores"`` (the decision function) for a
-  head without ``predict_proba`` such as LinearSVC;
-* metadata: the classes, the preprocessing (resize, crop, interpolation,
-  normalisation), the skconv version and what the model was made from.
-
-The scikit-learn part is converted by skl2onnx. :class:`OnnxClassifier` reads such a
-file and predicts from image paths, PIL images or arrays with onnxruntime, NumPy and
-Pillow alone: importing this module imports neither torch nor skorch.
-"""
+"""export_onnx: a fitted model as one ONNX file (torch and skl2onnx, imported when it runs)."""
 
 from __future__ import annotations
 
 import json
 import os
-from contextlib import closing
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from . import __version__
-from ._io import atomic_write
-from .engine import ParallelSession, available_cores
-from .images import Preprocessing, check_images, crop_batch
-
-__all__ = ["OnnxClassifier", "export_onnx"]
+from .. import __version__
+from .._io import atomic_write, to_python
+from ..images import Preprocessing
 
 #: ONNX opsets of exported files: the default domain (onnxruntime 1.16 and later run
 #: opset 17) and scikit-learn's ai.onnx.ml converters.
 OPSETS = {"": 17, "ai.onnx.ml": 3}
+
 _IR_VERSION = 8
 
 
@@ -102,15 +80,12 @@ def export_onnx(estimator, path: str | os.PathLike, *, overwrite: bool = False) 
     return path
 
 
-# --------------------------------------------------------------------------- building
-
-
 def _build(estimator):
     from sklearn.pipeline import Pipeline
 
     if not isinstance(estimator, Pipeline) and hasattr(estimator, "best_estimator_"):
         estimator = estimator.best_estimator_  # a fitted search: its chosen model
-    from .finetune import FineTuneClassifier
+    from ..finetune import FineTuneClassifier
 
     if isinstance(estimator, FineTuneClassifier):
         return _finetuned_graph(estimator)
@@ -126,8 +101,8 @@ def _pipeline_graph(pipeline):
     import onnx
     from sklearn.utils.validation import check_is_fitted
 
-    from .engine import TorchEngine, export_features
-    from .features import ConvFeatureTransformer
+    from ..engine import TorchEngine, export_features
+    from ..features import ConvFeatureTransformer
 
     steps = [(n, s) for n, s in pipeline.steps if s is not None and s != "passthrough"]
     if len(steps) < 2 or not isinstance(steps[0][1], ConvFeatureTransformer):
@@ -260,7 +235,7 @@ def _finetuned_graph(net):
     import torch
     from onnx import TensorProto, helper, numpy_helper
 
-    from .engine import FromPixels, export_onnx_bytes, mean_of_views, mirror_views
+    from ..engine import FromPixels, export_onnx_bytes, mean_of_views, mirror_views
 
     if not getattr(net, "initialized_", False) or not hasattr(net, "label_encoder_"):
         from sklearn.exceptions import NotFittedError
@@ -322,9 +297,6 @@ def _finetuned_graph(net):
     return model
 
 
-# --------------------------------------------------------------------------- checking
-
-
 def _pipeline_reference(engine, features, rest):
     """What the fitted pipeline predicts for crop-sized pixels, computed in torch."""
     import torch
@@ -383,7 +355,7 @@ def _describe(model, *, estimator, classes, preprocessing: Preprocessing) -> Non
 
     metadata = {
         "skconv_version": __version__,
-        "skconv_classes": json.dumps([_plain(c) for c in classes]),
+        "skconv_classes": json.dumps([to_python(c) for c in classes]),
         "skconv_preprocessing": json.dumps(_preprocessing_dict(preprocessing)),
         "skconv_input": "uint8 RGB pixels (n, s, s, 3): the center crop at image_size",
         "skconv_estimator": repr(estimator)[:2000],
@@ -407,148 +379,3 @@ def _preprocessing_dict(p: Preprocessing) -> dict:
         "mean": list(p.mean),
         "std": list(p.std),
     }
-
-
-def _plain(value):
-    return value.item() if hasattr(value, "item") else value
-
-
-# --------------------------------------------------------------------------- running
-
-
-class OnnxClassifier:
-    """An image classifier from a file written by :func:`export_onnx`.
-
-    It needs onnxruntime, NumPy and Pillow only: the images are decoded, resized and
-    cropped as the exported model's metadata says (:func:`skconv.images.crop_batch`),
-    and the graph does the rest. A few images at a time are decoded and run on one
-    thread, ``n_threads`` of them at once (:class:`skconv.engine.ParallelSession`).
-
-    Parameters
-    ----------
-    path : str or path-like
-        The ``.onnx`` file.
-    n_threads : int or None, default=None
-        Threads, each decoding and running its own images; None: one per core this
-        process may use.
-    batch_size : int, default=32
-        The most images decoded and run in one step of a thread (it takes at most 8).
-
-    Attributes
-    ----------
-    classes_ : ndarray
-        The class labels, in the order of ``predict_proba``'s columns.
-    preprocessing_ : Preprocessing
-        The resize and crop applied before the graph.
-    metadata_ : dict
-        The file's metadata.
-
-    Examples
-    --------
-    See :func:`export_onnx`.
-    """
-
-    def __init__(self, path: str | os.PathLike, *, n_threads: int | None = None, batch_size=32):
-        self.path = os.fspath(path)
-        try:
-            self._runs = ParallelSession(self.path, n_threads or available_cores())
-        except Exception as exc:
-            raise ValueError(f"Cannot load the ONNX model {self.path!r}: {exc}") from exc
-        self.session = self._runs.session
-        self.metadata_ = dict(self.session.get_modelmeta().custom_metadata_map)
-        if "skconv_preprocessing" not in self.metadata_:
-            raise ValueError(
-                f"{self.path!r} is an ONNX model, but not one written by skconv.export_onnx "
-                "(no skconv_preprocessing metadata)."
-            )
-        p = json.loads(self.metadata_["skconv_preprocessing"])
-        self.preprocessing_ = Preprocessing(
-            image_size=p["image_size"],
-            crop_pct=p["crop_pct"],
-            mean=tuple(p["mean"]),
-            std=tuple(p["std"]),
-            interpolation=p["interpolation"],
-            crop_mode=p["crop_mode"],
-            resize=p["resize"],
-        )
-        self.classes_ = np.asarray(json.loads(self.metadata_["skconv_classes"]))
-        outputs = [o.name for o in self.session.get_outputs()]
-        self.scores_name_ = "probabilities" if "probabilities" in outputs else "scores"
-        self.batch_size = batch_size
-
-    def _run(self, X) -> tuple[np.ndarray, np.ndarray]:
-        images = check_images(X)
-
-        def outputs_of(rows: slice) -> list:
-            pixels = crop_batch(images, range(rows.start, rows.stop), self.preprocessing_)
-            return self.session.run(["label", self.scores_name_], {"image": pixels})
-
-        labels, scores = [], []
-        runs = self._runs.map_chunks(
-            outputs_of, len(images), most=self.batch_size, window=2 * self._runs.n_threads
-        )
-        with closing(runs):
-            for _, (label, score) in runs:
-                labels.append(np.asarray(label))
-                scores.append(score)
-        return np.concatenate(labels), np.concatenate(scores)
-
-    def predict(self, X) -> np.ndarray:
-        """The class of each image.
-
-        Parameters
-        ----------
-        X : sequence of paths or PIL images, or ndarray
-            Images in any form :func:`skconv.images.check_images` accepts.
-
-        Returns
-        -------
-        labels : ndarray of shape (n_images,)
-        """
-        labels, _ = self._run(X)
-        return labels.astype(self.classes_.dtype)
-
-    def predict_proba(self, X) -> np.ndarray:
-        """Class probabilities of each image, columns in the order of ``classes_``.
-
-        Parameters
-        ----------
-        X : sequence of paths or PIL images, or ndarray
-            Images in any form :func:`skconv.images.check_images` accepts.
-
-        Returns
-        -------
-        proba : ndarray of shape (n_images, n_classes)
-
-        Raises
-        ------
-        AttributeError
-            If the exported head has no probabilities (e.g. LinearSVC): use
-            :meth:`decision_function`.
-        """
-        if self.scores_name_ != "probabilities":
-            raise AttributeError(
-                "This exported model has no probabilities (its head has no predict_proba); "
-                "use decision_function."
-            )
-        return self._run(X)[1]
-
-    def decision_function(self, X) -> np.ndarray:
-        """The head's scores of each image (probabilities when the head has them).
-
-        Parameters
-        ----------
-        X : sequence of paths or PIL images, or ndarray
-            Images in any form :func:`skconv.images.check_images` accepts.
-
-        Returns
-        -------
-        scores : ndarray of shape (n_images, n_classes) or (n_images,)
-            One column per class, or one value per image for a binary head's
-            decision function, as scikit-learn gives it.
-        """
-        scores = self._run(X)[1]
-        return scores[:, 0] if scores.shape[1] == 1 else scores
-
-    def __getattr__(self, name: str) -> Any:  # pragma: no cover - attribute errors only
-        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")

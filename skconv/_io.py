@@ -402,3 +402,12 @@ def atomic_dir(path: str | os.PathLike, *, what: str = "folder") -> Iterator[Pat
             with contextlib.suppress(OSError):
                 parent.rmdir()
         raise
+
+
+def refuse_non_empty(path: Path, name: str) -> None:
+    """Raise FileExistsError unless ``path`` is absent or an empty folder (``name`` says which)."""
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise FileExistsError(
+            f"{name} {os.fspath(path)!r} exists and is not an empty "
+            "folder; refusing to write into it."
+        )

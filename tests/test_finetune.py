@@ -19,8 +19,8 @@ from skorch.dataset import Dataset, ValidSplit
 from skorch.helper import predefined_split
 
 from skconv import FineTuneClassifier
-from skconv.engine import cpu_chunk_size
 from skconv.datasets import make_ultrasound
+from skconv.engine import cpu_chunk_size
 from skconv.finetune import WarmupCosineLR
 from skconv.images import load_image
 

@@ -46,7 +46,7 @@ test-floor: $(STAMP)
 		print('floors:', 'scikit-learn', sklearn.__version__, 'skorch', skorch.__version__, \
 		'timm', timm.__version__)"
 	PYTHONPATH=$(FLOOR) $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_PARALLEL) \
-		-m "not slow" $(FLOOR_TESTS)
+		-m "not real_data" $(FLOOR_TESTS)
 
 demo: $(STAMP)
 	$(BIN)/skconv demo

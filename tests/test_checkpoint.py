@@ -185,6 +185,7 @@ def child(tmp_path: Path, checkpoint_dir: str, out: str, stall_at: int = 0):
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_model_as_an_uninterrupted_one(tmp_path):
     checkpoints = tmp_path / "checkpoints"
     plain = child(tmp_path, "", "plain")  # no checkpoint at all, run alongside

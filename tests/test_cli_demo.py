@@ -28,6 +28,7 @@ _NO_NETWORK = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_demo_console_script_runs_offline(tmp_path):
     script = Path(sys.executable).with_name("skconv")
     if not script.exists():

@@ -220,7 +220,7 @@ def test_make_ultrasound_folder(tmp_path):
 # -- BUSI --------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
+@pytest.mark.real_data
 @needs_busi
 def test_busi_load_image_folder():
     data = load_image_folder(BUSI)

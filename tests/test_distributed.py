@@ -126,6 +126,7 @@ def builds(client):
     return lambda: client.run(_builds)
 
 
+@pytest.mark.slow
 def test_blockwise_transform_matches_in_process(client, builds, images, fitted):
     paths, _ = images
     transformer, reference = fitted
@@ -203,6 +204,7 @@ def test_configure_workers_sets_torch_threads_in_task_threads(client):
     assert set(configure_workers(client, threads=1).values()) == {1}
 
 
+@pytest.mark.slow
 def test_grid_search_on_cluster_matches_sequential(client, builds, images):
     paths, labels = images
     X, y = paths[:24], labels[:24]
@@ -223,6 +225,7 @@ def test_grid_search_on_cluster_matches_sequential(client, builds, images):
     assert sum(builds().values()) == 8
 
 
+@pytest.mark.slow
 def test_killed_worker_loses_no_block(client, images, fitted):
     # Last in the module: it restarts a worker of the shared cluster.
     paths, _ = images

@@ -14,8 +14,9 @@ from PIL import Image
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "docs" / "examples").glob("*.py"))
 
 
-@pytest.mark.slow
+@pytest.mark.real_data
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
+@pytest.mark.slow
 def test_example_runs_and_writes_its_figure(script, tmp_path):
     env = {**os.environ, "SKCONV_EXAMPLES_OUT": str(tmp_path), "HF_HUB_OFFLINE": "1"}
     subprocess.run(

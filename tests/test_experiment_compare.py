@@ -105,7 +105,22 @@ def test_compare_ways_ranks_the_three_ways(compared, split):
         assert row["model_bytes"] == buffer.tell()
     features = next(r for r in rows if r["way"] == "features")
     assert features["chosen"] in {"C=0.001", "C=0.01", "C=0.1", "C=1", "C=10"}
-    assert 0 <= features["cv_score"] <= 1
+    # The cross-validated score is the grid search's, recomputed here on the same folds.
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+
+    X_fit = np.concatenate([split["X_train"], split["X_val"]])
+    y_fit = np.concatenate([split["y_train"], split["y_val"]])
+    groups_fit = np.concatenate([split["groups_train"], split["groups_val"]])
+    F_fit = result.models[features["model"]].named_steps["features"].transform(X_fit)
+    search = GridSearchCV(
+        LogisticRegression(max_iter=2000),
+        {"C": [0.001, 0.01, 0.1, 1.0, 10.0]},
+        scoring="balanced_accuracy",
+        cv=_folds(y_fit, groups_fit, FAST["cv"], 0),
+    ).fit(F_fit, y_fit, groups=groups_fit)
+    assert features["cv_score"] == pytest.approx(search.best_score_)
+    assert features["chosen"] == f"C={search.best_params_['C']:g}"
     assert next(r for r in rows if r["way"] == "finetune")["chosen"] == "epoch 1 of 1"
 
 

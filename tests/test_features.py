@@ -284,7 +284,7 @@ def test_num_workers_give_same_features(images):
     )
 
 
-@pytest.mark.slow
+@pytest.mark.real_data
 def test_lite0_features_equal_timm_pooled_features(busi_small):
     paths = busi_small[0][:8]
     t = ConvFeatureTransformer().fit(paths)
@@ -317,6 +317,7 @@ FRESH_PROCESS = textwrap.dedent(
 )
 
 
+@pytest.mark.real_data
 @pytest.mark.slow
 def test_busi_pipeline_fits_and_round_trips_in_fresh_process(busi_small, tmp_path):
     paths, labels = busi_small
@@ -355,8 +356,9 @@ def test_busi_pipeline_fits_and_round_trips_in_fresh_process(busi_small, tmp_pat
     np.testing.assert_array_equal(fresh.argmax(axis=1), here.argmax(axis=1))
 
 
-@pytest.mark.slow
+@pytest.mark.real_data
 @pytest.mark.parametrize("n_jobs", [1, 2])
+@pytest.mark.slow
 def test_grid_search_over_backbones(busi_small, n_jobs):
     paths, labels = busi_small
     subset = np.r_[0:8, 20:28, 40:48]
@@ -380,6 +382,7 @@ def test_grid_search_over_backbones(busi_small, n_jobs):
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
 
 
+@pytest.mark.real_data
 @pytest.mark.slow
 def test_compiled_fast_path_matches_default(images):
     default = ConvFeatureTransformer(**SMALL).fit(images)

@@ -146,7 +146,7 @@ def test_warmup_cosine_schedule_holds_warms_and_decays():
     assert factors[2] > factors[3] > factors[4] > factors[5] == pytest.approx(0.01)
 
 
-@pytest.mark.slow
+@pytest.mark.real_data
 def test_learns_the_synthetic_task_better_than_chance():
     X, y = make_ultrasound(n_per_class=30, image_size=64, random_state=0)
     X_test, y_test = make_ultrasound(n_per_class=20, image_size=64, random_state=1)
@@ -397,6 +397,7 @@ def test_a_pickled_net_stores_the_optimizer_once(synthetic):
     assert len(clone.history) == 2
 
 
+@pytest.mark.slow
 def test_joblib_round_trip_in_fresh_process(synthetic, tmp_path):
     X, y = synthetic
     clf = FineTuneClassifier(**TINY, max_epochs=1, train_split=None).fit(X, y)

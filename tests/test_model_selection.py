@@ -1,6 +1,5 @@
 import csv
 import io
-import time
 from pathlib import Path
 
 import numpy as np
@@ -326,7 +325,7 @@ def test_splitting_imports_no_torch():
 # -- BUSI -------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
+@pytest.mark.real_data
 @needs_busi
 def test_busi_near_duplicate_recall():
     from skconv.datasets import load_image_folder
@@ -339,15 +338,12 @@ def test_busi_near_duplicate_recall():
             for r in csv.DictReader(f, delimiter="\t")
         }
     assert len(reference) == 212
-    start = time.perf_counter()
     groups, pairs = find_near_duplicates(data.paths, return_pairs=True)
-    elapsed = time.perf_counter() - start
     found = {(i, j) for i, j, _ in pairs}
-    # Measured: recall 1.000 (212/212), 30 extra pairs, about 3 s on two cores.
+    # Measured: recall 1.000 (212/212), 30 extra pairs (its speed: benchmarks/, not here).
     assert len(found & reference) / len(reference) >= 0.98
     assert len(found - reference) <= 45
     assert np.mean([groups[i] == groups[j] for i, j in reference]) == 1.0
-    assert elapsed < 20
 
     # Grouped, stratified 70:15:15: no group straddles parts, proportions stay close.
     y = data.target

@@ -454,6 +454,7 @@ def run_offline(folder: Path, items: list[str], **env) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.real_data
 @pytest.mark.slow
 def test_offline_packaged_examples_work_and_downloads_fail_fast(tmp_path):
     # Refused connections, then a firewall that drops packets, then a silent resolver.

@@ -30,7 +30,7 @@ def imagenet_logits(backbone, photos):
         return backbone.imagenet_logits(batch)
 
 
-@pytest.mark.slow
+@pytest.mark.real_data
 def test_efficientnet_lite0_packaged_weights_are_imagenet(sample_photos):
     backbone = load_backbone("efficientnet_lite0", imagenet_head=True)
     logits = imagenet_logits(backbone, [sample_photos["china.jpg"], sample_photos["flower.jpg"]])
@@ -38,14 +38,14 @@ def test_efficientnet_lite0_packaged_weights_are_imagenet(sample_photos):
     assert backbone.sha256 == "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 
 
-@pytest.mark.slow
+@pytest.mark.real_data
 @pytest.mark.parametrize("name", ["efficientnet_lite1", "efficientnet_lite2"])
 def test_other_lite_weights_load_and_know_the_palace(name, sample_photos):
     logits = imagenet_logits(load_backbone(name, imagenet_head=True), [sample_photos["china.jpg"]])
     assert logits.argmax(1).item() == PALACE
 
 
-@pytest.mark.slow
+@pytest.mark.real_data
 def test_squeezenet_caffe_weights_fold_bgr_mean_into_conv1(sample_photos):
     backbone = load_backbone("squeezenet1_1_caffe", imagenet_head=True)
     logits = imagenet_logits(backbone, [sample_photos["china.jpg"]])

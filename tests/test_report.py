@@ -54,6 +54,27 @@ def test_metrics_match_scikit_learn(three_class):
     json.dumps(m)  # plain Python types only
 
 
+def test_metrics_match_scikit_learn_with_tied_scores_and_classes_outside_labels(three_class):
+    y_true, y_pred, proba, labels = three_class
+    tied = np.round(proba, 1)  # many ties: the AUC counts each tie as half
+    m = classification_metrics(y_true, y_pred, tied, labels=labels)
+    for k, c in enumerate(labels):
+        expected = skm.roc_auc_score(y_true == c, tied[:, k])
+        assert m["per_class"][c]["roc_auc"] == pytest.approx(expected, abs=1e-12)
+    # A predicted class outside labels: wrong, counted in the accuracy, in no column.
+    y_pred = y_pred.copy()
+    y_pred[:5] = "cyst"
+    m = classification_metrics(y_true, y_pred, labels=labels)
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(y_true, y_pred))
+    precision, recall, f1, _ = skm.precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    assert [m["per_class"][c]["precision"] for c in labels] == pytest.approx(precision)
+    assert [m["per_class"][c]["recall"] for c in labels] == pytest.approx(recall)
+    assert m["f1_macro"] == pytest.approx(f1.mean())
+    assert m["confusion_matrix"] == skm.confusion_matrix(y_true, y_pred, labels=labels).tolist()
+
+
 def test_metrics_follow_the_given_label_order(three_class):
     y_true, y_pred, proba, labels = three_class
     order = [2, 0, 1]

@@ -13,6 +13,8 @@ onnxruntime, NumPy and Pillow alone.
 
 __version__ = "0.1.0.dev0"
 
+from ._lazy import lazy_attributes
+
 __all__ = ["ConvFeatureTransformer", "FineTuneClassifier", "export_onnx", "__version__"]
 
 # Where each public name lives. They are imported on first use: `import skconv` stays
@@ -25,15 +27,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value  # later lookups skip this function
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

@@ -1,4 +1,5 @@
-"""Kept so that imports written for skconv 0.1 keep working; the code lives in skconv.engine."""
+"""Kept so that imports written for skconv 0.1, and joblib files it saved (their engines and
+feature specs name this module), keep working; the code lives in skconv.engine."""
 
 from .engine.devices import (  # noqa: F401
     cpu_chunk_size,

@@ -28,6 +28,8 @@ torch-free runtime (:class:`skconv.export.OnnxClassifier`) can use ``ParallelSes
 
 from __future__ import annotations
 
+from .._lazy import lazy_attributes
+
 # Where each public name lives, imported on first use (as skconv/__init__.py does).
 _LAZY = {
     "ONNX_CHUNK": "_ort",
@@ -62,15 +64,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value  # later lookups skip this function
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

@@ -20,6 +20,7 @@ into one array) and ``_dataset`` (:class:`ImageDataset`, the one torch dataset).
 
 from __future__ import annotations
 
+from .._lazy import lazy_attributes
 from ._batch import crop_batch, load_batch
 from ._checks import ImageLoadError, check_images, n_images
 from ._checks import describe as describe  # public, outside __all__ as in skconv 0.1
@@ -48,12 +49,6 @@ for _public in (ImageLoadError, Preprocessing):
 del _public
 
 
-def __getattr__(name: str):
-    # ImageDataset subclasses torch's Dataset, so defining it imports torch: it is built
-    # on first use, and importing this package stays torch-free.
-    if name == "ImageDataset":
-        from ._dataset import ImageDataset
-
-        globals()[name] = ImageDataset
-        return ImageDataset
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# ImageDataset subclasses torch's Dataset, so defining it imports torch: it is built on
+# first use, and importing this package stays torch-free.
+__getattr__, __dir__ = lazy_attributes(__name__, {"ImageDataset": "_dataset"})

@@ -39,10 +39,13 @@ def content_key(item: Any) -> str:
     if isinstance(item, (str, os.PathLike)):
         from .zoo._hub import sha256
 
+        # A DicomPath's window and frame change the pixels, so they are part of the key.
+        options = getattr(item, "options_key", "")
         try:
-            return sha256(os.fspath(item))
+            key = sha256(os.fspath(item))
         except OSError:
-            return f"unreadable-{hashlib.sha256(os.fsencode(item)).hexdigest()}"
+            key = f"unreadable-{hashlib.sha256(os.fsencode(item)).hexdigest()}"
+        return hashlib.sha256(f"{key};{options}".encode()).hexdigest() if options else key
     digest = hashlib.sha256()
     array = np.asarray(item)
     digest.update(str((array.shape, array.dtype.str, getattr(item, "mode", ""))).encode())

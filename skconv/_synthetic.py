@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import numbers
 import os
 from pathlib import Path
@@ -14,7 +15,7 @@ from sklearn.utils._param_validation import Interval, validate_params
 
 from ._io import refuse_non_empty
 
-__all__ = ["ULTRASOUND_CLASSES", "make_ultrasound", "make_ultrasound_folder"]
+__all__ = ["ULTRASOUND_CLASSES", "make_ultrasound", "make_ultrasound_folder", "write_dicom"]
 
 ULTRASOUND_CLASSES = ("benign", "malignant", "normal")
 
@@ -150,11 +151,14 @@ def make_ultrasound_folder(
     n_per_class: int = 20,
     image_size: int = 64,
     random_state=None,
+    file_format: str = "png",
 ) -> Path:
-    """Write :func:`make_ultrasound` images as PNG files, one folder per class.
+    """Write :func:`make_ultrasound` images as PNG or DICOM files, one folder per class.
 
     Files are named ``path/<class>/<class>_<nnn>.png`` (numbered from 001), the layout
-    that :func:`load_image_folder` reads.
+    that :func:`load_image_folder` reads; DICOM files end in ``.dcm`` and hold the same
+    8-bit pixels, as an ultrasound scanner's secondary capture with the made-up
+    patient name ``SYNTHETIC^PATIENT``.
 
     Parameters
     ----------
@@ -166,6 +170,8 @@ def make_ultrasound_folder(
         Side of the square images in pixels, at least 16.
     random_state : int, RandomState instance or None, default=None
         Pass an int for the same images on every call.
+    file_format : {"png", "dicom"}, default="png"
+        The files' format.
 
     Returns
     -------
@@ -187,6 +193,8 @@ def make_ultrasound_folder(
     ['normal_001.png', 'normal_002.png', 'normal_003.png']
     >>> tmp.cleanup()
     """
+    if file_format not in ("png", "dicom"):
+        raise ValueError(f"file_format must be 'png' or 'dicom', got {file_format!r}.")
     root = Path(path)
     refuse_non_empty(root, "path")
     X, y = make_ultrasound(n_per_class, image_size, random_state)
@@ -194,5 +202,88 @@ def make_ultrasound_folder(
     for cls in ULTRASOUND_CLASSES:
         (root / cls).mkdir(parents=True, exist_ok=True)
         for k, image in enumerate(X[y == cls], start=1):
-            Image.fromarray(image).save(root / cls / f"{cls}_{k:0{width}d}.png")
+            name = root / cls / f"{cls}_{k:0{width}d}"
+            if file_format == "png":
+                Image.fromarray(image).save(name.with_suffix(".png"))
+            else:
+                write_dicom(image, name.with_suffix(".dcm"))
     return root
+
+
+def write_dicom(
+    pixels: np.ndarray,
+    path: str | os.PathLike,
+    *,
+    photometric: str | None = None,
+    compression: str | None = None,
+    patient_name: str = "SYNTHETIC^PATIENT",
+    **attributes,
+) -> Path:
+    """Write ``pixels`` as a DICOM file, for tests, benchmarks and examples.
+
+    A secondary capture in explicit VR little endian (or ``compression="jpeg"``:
+    baseline JPEG of 8-bit pixels by Pillow; ``"rle"``: RLE lossless by pydicom),
+    with the 128-byte preamble and the ``DICM`` marker.
+
+    Parameters
+    ----------
+    pixels : ndarray
+        ``(rows, columns)`` grey, ``(rows, columns, 3)`` RGB, or ``(frames, rows,
+        columns)``; uint8, uint16 or int16.
+    path : str or path-like
+        The file to write (overwritten).
+    photometric : str or None, default=None
+        The photometric interpretation; None: MONOCHROME2 for grey, RGB for colour.
+    compression : {None, "jpeg", "rle"}, default=None
+        How the pixel data is stored.
+    patient_name : str, default="SYNTHETIC^PATIENT"
+        Put in the file so that tests can check that it is never written elsewhere.
+    **attributes
+        More data elements by keyword (``WindowCenter=40``, ``RescaleSlope=1``, ...).
+
+    Returns
+    -------
+    path : pathlib.Path
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import (
+        ExplicitVRLittleEndian,
+        JPEGBaseline8Bit,
+        RLELossless,
+        SecondaryCaptureImageStorage,
+        generate_uid,
+    )
+
+    pixels = np.asarray(pixels)
+    colour = pixels.ndim == 3 and pixels.shape[-1] == 3
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset = Dataset()
+    dataset.file_meta = meta
+    dataset.SOPClassUID = meta.MediaStorageSOPClassUID
+    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    dataset.PatientName = patient_name
+    dataset.PatientID = "SKCONV-0001"
+    dataset.Modality = "US"
+    photometric = photometric or ("RGB" if colour else "MONOCHROME2")
+    dataset.set_pixel_data(pixels, photometric, bits_stored=pixels.itemsize * 8)
+    for keyword, value in attributes.items():
+        setattr(dataset, keyword, value)
+    if compression == "jpeg":
+        if pixels.dtype != np.uint8 or pixels.ndim != 2:
+            raise ValueError("compression='jpeg' writes one 8-bit grey frame.")
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="JPEG", quality=95)
+        dataset.PixelData = encapsulate([buffer.getvalue()])
+        dataset["PixelData"].VR = "OB"
+        dataset.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+        dataset.LossyImageCompression = "01"
+    elif compression == "rle":
+        dataset.compress(RLELossless)
+    elif compression is not None:
+        raise ValueError(f"compression must be None, 'jpeg' or 'rle', got {compression!r}.")
+    dataset.save_as(path, enforce_file_format=True)
+    return Path(path)

@@ -19,12 +19,14 @@ import numpy as np
 from sklearn.utils import Bunch
 
 from ._io import atomic_dir, refuse_non_empty
-from .images import ImageLoadError, load_image
+from .images import ImageLoadError, is_dicom, load_image
 from .model_selection import find_near_duplicates, split_report, train_val_test_split
 
 __all__ = ["load_image_folder", "split_folders", "make_ultrasound", "make_ultrasound_folder"]
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"})
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm", ".dicom"}
+)
 MASK_PATTERN = "*_mask*"
 
 
@@ -33,11 +35,16 @@ MASK_PATTERN = "*_mask*"
 # --------------------------------------------------------------------------------------
 
 
-def _is_image_file(name: str) -> bool:
+def _is_image_file(name: str, folder: str | os.PathLike | None = None) -> bool:
+    if name.startswith(".") or fnmatch.fnmatch(name.lower(), MASK_PATTERN):
+        return False
+    if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+        return True
+    # DICOM by name or by content: scanners and PACS exports write files without an
+    # extension (or with a UID's digits after a dot). DICOMDIR indexes files, it is
+    # not an image.
     return (
-        not name.startswith(".")
-        and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-        and not fnmatch.fnmatch(name.lower(), MASK_PATTERN)
+        folder is not None and name.upper() != "DICOMDIR" and is_dicom(os.path.join(folder, name))
     )
 
 
@@ -45,14 +52,14 @@ def image_files(folder: str | os.PathLike) -> list[str]:
     """Image files under ``folder``, recursively, sorted as strings.
 
     The one walker of image folders (``load_image_folder`` and the command line's IMAGES
-    use it): hidden files and folders, masks and files without an image extension are
-    left out. Paths are ``os.path.join(folder, ...)``, so they keep the form ``folder``
-    was given in (relative stays relative).
+    use it): hidden files and folders, masks and files that are neither named as an
+    image nor DICOM by content are left out. Paths are ``os.path.join(folder, ...)``,
+    so they keep the form ``folder`` was given in (relative stays relative).
     """
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]  # pruned, not entered
-        found.extend(os.path.join(dirpath, f) for f in filenames if _is_image_file(f))
+        found.extend(os.path.join(dirpath, f) for f in filenames if _is_image_file(f, dirpath))
     return sorted(found)
 
 
@@ -71,8 +78,10 @@ def load_image_folder(path: str | os.PathLike, on_error: str = "raise") -> Bunch
 
     Nothing is decoded unless ``on_error="skip"``: the result holds file paths, which
     every skconv estimator accepts as ``X``. Sub-folders of a class folder are searched
-    too. Hidden files and folders, masks (file names matching ``*_mask*``) and files
-    without an image extension (png, jpg, jpeg, bmp, tif, tiff, gif, webp) are left out.
+    too. Images are files with an image extension (png, jpg, jpeg, bmp, tif, tiff, gif,
+    webp, dcm, dicom) and DICOM files by content (the ``DICM`` marker, so the
+    extension-less files scanners write count). Hidden files and folders, masks (file
+    names matching ``*_mask*``) and other files are left out.
 
     Parameters
     ----------
@@ -146,7 +155,7 @@ def load_image_folder(path: str | os.PathLike, on_error: str = "raise") -> Bunch
         paths.extend(files)
         target.extend([class_dir.name] * len(files))
     if not paths:
-        loose = [e.name for e in entries if e.is_file() and _is_image_file(e.name)]
+        loose = [e.name for e in entries if e.is_file() and _is_image_file(e.name, root)]
         hint = (
             f" It holds {len(loose)} image(s) directly, but images must sit in one "
             "folder per class."

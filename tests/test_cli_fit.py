@@ -193,3 +193,31 @@ def test_fit_compare_usage_errors(images, tmp_path):
     assert code == 2
     assert "--compare fits both modes; leave out --mode." in stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fit_on_dicom_files_writes_nothing_of_their_metadata(tmp_path):
+    """A folder of DICOM files, half without an extension, to a model and reports; the
+    patient name and ID put in every file appear in no file written, nor in the output."""
+    pytest.importorskip("pydicom")
+    from skconv.datasets import make_ultrasound_folder
+
+    data = make_ultrasound_folder(
+        tmp_path / "scans", n_per_class=8, image_size=64, random_state=0, file_format="dicom"
+    )
+    for index, path in enumerate(sorted(data.rglob("*.dcm"))):
+        if index % 2:
+            path.rename(path.with_name(f"IM{index:04d}"))  # as scanners name them
+    before = tree(data)
+    out = tmp_path / "run"
+    code, stdout, stderr = run("fit", data, "--backbone", BACKBONE, "--out", out)
+    assert code == 0, stderr
+    assert tree(data) == before
+    assert sorted(p.name for p in out.iterdir()) == FIT_FILES
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["split"]["counts"]["benign"]["total"] == 8  # both kinds of file found
+    written = b"".join(p.read_bytes() for p in out.rglob("*") if p.is_file())
+    for secret in ("SYNTHETIC", "SKCONV-0001"):  # skconv._synthetic.write_dicom's
+        assert secret.encode() not in written
+        assert secret not in stdout + stderr
+    report = (out / "report.html").read_text()
+    assert "data:image/" in report and 'alt="IM00' in report  # pixels and names are shown

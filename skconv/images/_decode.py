@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ._checks import ImageLoadError, _check_integer_dtype, _is_path
+from ._dicom import _PREAMBLE, DICOM_EXTENSIONS, DicomPath, decode_dicom, has_dicom_marker
 
 
 def load_image(
@@ -19,7 +20,9 @@ def load_image(
     Parameters
     ----------
     item : path-like, PIL image or ndarray
-        A file path, a PIL image of any mode, or one image as an array of shape
+        A file path (an image Pillow reads, or a DICOM file, recognised by its
+        ``.dcm`` name or its content; a :class:`DicomPath` chooses its window and
+        frame), a PIL image of any mode, or one image as an array of shape
         ``(h, w)`` or ``(h, w, c)``: ``uint8``, ``uint16`` (scaled by 1/257), or
         float in [0, 1].
     where : str, default=""
@@ -54,7 +57,7 @@ def load_image(
     (6, 4)
     """
     if _is_path(item):
-        return _load_file(os.fspath(item), keep_gray, min_side)
+        return _load_file(item, keep_gray, min_side)
     if isinstance(item, Image.Image):
         return _to_rgb(item, name=where or "PIL image", keep_gray=keep_gray)
     if isinstance(item, np.ndarray):
@@ -66,14 +69,29 @@ def load_image(
     )
 
 
-def _load_file(path: str, keep_gray: bool = False, min_side: int | None = None) -> Image.Image:
-    path = str(path)  # a NumPy string would show as np.str_('...') in the messages
+def _load_file(item: Any, keep_gray: bool = False, min_side: int | None = None) -> Image.Image:
+    path = str(os.fspath(item))  # a NumPy string would show as np.str_('...') in messages
     if not os.path.exists(path):
         raise ImageLoadError(f"Image file not found: {path!r}.")
     if os.path.isdir(path):
         raise ImageLoadError(f"Expected an image file but {path!r} is a directory.")
     try:
-        with Image.open(path, formats=_open_formats()) as image:
+        file = open(path, "rb")
+    except OSError as exc:
+        raise ImageLoadError(f"Cannot open image file {path!r}: {exc}") from exc
+    with file:
+        # DICOM first, by content: a DICOM preamble may itself hold a TIFF header.
+        head = file.read(_PREAMBLE + 4)
+        file.seek(0)
+        if has_dicom_marker(head) or os.path.splitext(path)[1].lower() in DICOM_EXTENSIONS:
+            options = item if isinstance(item, DicomPath) else None
+            return decode_dicom(file, path, options, keep_gray)
+        return _load_pillow(file, path, keep_gray, min_side)
+
+
+def _load_pillow(file: Any, path: str, keep_gray: bool, min_side: int | None) -> Image.Image:
+    try:
+        with Image.open(file, formats=_open_formats()) as image:
             _check_pixel_count(image, path)
             if min_side:  # a no-op for every format but JPEG (and its MPO variant)
                 image.draft(image.mode, (min_side, min_side))
@@ -82,7 +100,12 @@ def _load_file(path: str, keep_gray: bool = False, min_side: int | None = None) 
             return _to_rgb(image, name=path, keep_gray=keep_gray)
     except ImageLoadError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+    except UnidentifiedImageError as exc:
+        raise ImageLoadError(
+            f"Cannot decode image file {path!r}: cannot identify image file (not a format "
+            "Pillow reads, and not DICOM)."
+        ) from exc
+    except Image.DecompressionBombError as exc:
         raise ImageLoadError(f"Cannot decode image file {path!r}: {exc}") from exc
     except Exception as exc:
         # Truncated or corrupt files surface from Pillow's decoders as OSError or

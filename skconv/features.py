@@ -20,10 +20,12 @@ from . import zoo
 from ._cache import FeatureCache
 from .engine import (
     ENGINES,
+    OPSET,
     POOLINGS,
     FeatureSpec,
     LazyEngine,
     build_engine,
+    engine_cache_key,
     extract,
     prepare_module,
     resolve_device,
@@ -96,15 +98,19 @@ class ConvFeatureTransformer(TransformerMixin, BaseEstimator):
         the JPEGs at another quality; ``benchmarks/results/jpeg_draft.md``). Other
         formats, and JPEGs too small to reduce, are unaffected. False decodes every
         file at full size, as timm and torchvision do.
-    engine : {"auto", "torch", "onnxruntime"}, default="auto"
+    engine : {"auto", "torch", "onnxruntime", "openvino"}, default="auto"
         What runs the network. ``"onnxruntime"``: the network exported to ONNX, with
         the normalisation, stages, pooling and mirroring inside the graph, run by
         ONNX Runtime on the CPU, about twice as fast as torch there
-        (``benchmarks/results/throughput.md``). ``"torch"``: the network in torch,
-        with its batch norms folded into the convolutions. ``"auto"`` takes ONNX
-        Runtime on a CPU when the network exports and its graph matches torch on a
-        probe batch, else torch with a warning that says why; torch on a GPU or
-        with ``compile``. The engine is built once, on the first transform.
+        (``benchmarks/results/throughput.md``). ``"openvino"``: the same graph
+        compiled by OpenVINO (``benchmarks/results/engine_choice.md``). ``"torch"``: the
+        network in torch, with its batch norms folded into the convolutions.
+        ``"auto"`` takes ONNX Runtime on a CPU when the network exports and its graph
+        matches torch on a probe batch, else torch with a warning that says why;
+        torch on a GPU or with ``compile``. OpenVINO (``pip install
+        'skconv[openvino]'``) runs only when named. An engine
+        that is not installed raises a ValueError naming those that are. The engine
+        is built once, on the first transform.
     memory : str, path-like, joblib.Memory or None, default=None
         A per-image feature cache (a folder, or a ``joblib.Memory``'s folder) keyed
         by backbone, weights, preprocessing, pooling, layers, mirroring, decoding and
@@ -261,6 +267,15 @@ class ConvFeatureTransformer(TransformerMixin, BaseEstimator):
             device=self.device_,
             compile=params["compile"],
             backbone=self.backbone_["name"],
+            cache_key=self._engine_cache_key(),
+        )
+
+    def _engine_cache_key(self) -> str | None:
+        # Weights without a sha256 (a module passed in, random weights) are not cached.
+        if not self.backbone_.get("sha256"):
+            return None
+        return engine_cache_key(
+            "features", self.backbone_, repr(self._spec()), torch.__version__, OPSET
         )
 
     def _spec(self) -> FeatureSpec:

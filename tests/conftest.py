@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,8 @@ import pytest
 
 # Never wait on a network: timm/huggingface would otherwise retry for a minute.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The engine cache (exported graphs, OpenVINO models) in a folder of this run, not ~/.cache.
+os.environ.setdefault("SKCONV_CACHE_DIR", tempfile.mkdtemp(prefix="skconv-test-cache-"))
 
 # Under pytest-xdist (make test runs one worker per core), each worker computes with
 # one thread: a worker's torch threads would otherwise compete with the other

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from skconv.engine import (
     mean_of_views,
     mirror_views,
 )
+from skconv.engine._openvino import openvino_available
 from skconv.engine.run import _Batches, _prefetched
 from skconv.images import Preprocessing, crop_batch
 from skconv.zoo import load_backbone
@@ -262,9 +264,82 @@ def test_auto_falls_back_to_torch_with_a_reason_and_onnxruntime_refuses(resnet, 
 def test_a_graph_that_differs_from_torch_is_not_used(resnet, monkeypatch):
     import skconv.engine.engines as inference
 
-    monkeypatch.setattr(inference.OnnxEngine, "__call__", lambda self, batch: np.zeros((2, 512)))
+    for engine in (inference.OnnxEngine, inference.OpenVinoEngine):
+        monkeypatch.setattr(engine, "__call__", lambda self, batch: np.zeros((2, 512)))
     with pytest.warns(RuntimeWarning, match="differs from torch"):
         assert build_engine("auto", resnet, SPEC, device=CPU).kind == "torch"
+
+
+needs_openvino = pytest.mark.skipif(not openvino_available(), reason="OpenVINO is not installed")
+
+
+@needs_openvino
+def test_openvino_engine_matches_torch(resnet):
+    engine = build_engine("openvino", resnet, SPEC, device=CPU)
+    assert engine.kind == "openvino" and engine.n_threads == torch.get_num_threads()
+    reference = build_engine("torch", resnet, SPEC, device=CPU)
+    pixels = np.random.default_rng(3).integers(0, 256, (9, 32, 32, 3), dtype=np.uint8)
+    floats = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0
+    want = reference(SPEC.preprocessing.normalize(floats))
+    got = engine(pixels)  # in chunks, on the engine's threads
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+    np.testing.assert_allclose(got, engine.run(pixels), rtol=1e-5, atol=1e-6)
+
+
+@needs_openvino
+def test_a_failing_openvino_is_refused_with_its_reason(resnet, monkeypatch):
+    import skconv.engine.engines as inference
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("no CPU plugin")
+
+    monkeypatch.setattr(inference.OpenVinoEngine, "__init__", broken)
+    with pytest.raises(ValueError, match="engine='openvino' cannot run.*no CPU plugin"):
+        build_engine("openvino", resnet, SPEC, device=CPU)
+
+
+@needs_openvino
+def test_the_engine_cache_exports_once_and_rebuilds_a_corrupt_entry(resnet, monkeypatch, tmp_path):
+    import skconv.engine.cache as cache
+    import skconv.engine.engines as inference
+
+    monkeypatch.setenv("SKCONV_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cache, "_MEMORY", {})
+    exports = []
+    real_export = inference.export_features
+    monkeypatch.setattr(
+        inference, "export_features", lambda *a: exports.append(1) or real_export(*a)
+    )
+    pixels = np.random.default_rng(4).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+
+    def features():
+        return build_engine("openvino", resnet, SPEC, device=CPU, cache_key="k1")(pixels)
+
+    want = features()
+    assert len(exports) == 1
+    np.testing.assert_array_equal(features(), want)  # a clone in this process
+    cache._MEMORY.clear()  # a new process: from disk
+    np.testing.assert_array_equal(features(), want)
+    assert len(exports) == 1
+    onnx = tmp_path / "onnx" / "k1" / "features.onnx"
+    ir = next((tmp_path / "openvino").glob("*/model.bin"))
+    for damaged in (onnx, ir):
+        damaged.write_bytes(damaged.read_bytes()[:100])  # truncated on disk
+    cache._MEMORY.clear()
+    np.testing.assert_array_equal(features(), want)  # rebuilt, not trusted
+    assert len(exports) == 2
+    assert sorted(p.name for p in onnx.parent.iterdir()) == ["features.onnx", "manifest.json"]
+
+
+def test_an_engine_that_is_not_installed_is_refused_by_name(resnet, monkeypatch):
+    import skconv.engine.engines as inference
+
+    monkeypatch.setattr(inference, "openvino_available", lambda: False)
+    with pytest.raises(ValueError, match="'openvino'.*not installed.*'torch', 'onnxruntime'"):
+        build_engine("openvino", resnet, SPEC, device=CPU)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not installed is no reason to warn
+        assert build_engine("auto", resnet, SPEC, device=CPU).kind == "onnxruntime"
 
 
 def test_auto_keeps_torch_for_compile(resnet):

@@ -133,6 +133,16 @@ def test_engines_agree_and_auto_takes_onnxruntime_on_a_cpu(images):
     assert auto._engine.get().kind == "onnxruntime"
 
 
+def test_engine_cache_key_names_weights_and_feature_spec(images):
+    random = ConvFeatureTransformer(**SMALL).fit(images)
+    assert random._engine_cache_key() is None  # no sha256 of random weights: not cached
+    random.backbone_ = {**random.backbone_, "sha256": "ab" * 32}
+    other = clone(random).set_params(pooling="max").fit(images)
+    other.backbone_ = random.backbone_
+    keys = {random._engine_cache_key(), other._engine_cache_key()}
+    assert len(keys) == 2 and random._engine_cache_key() == random._engine_cache_key()
+
+
 def test_concurrent_transforms_from_threads(images):
     from concurrent.futures import ThreadPoolExecutor
 

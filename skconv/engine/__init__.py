@@ -11,17 +11,21 @@ pickled and what :mod:`skconv.explain` differentiates through) and runs it throu
 * :class:`~skconv.engine.engines.OnnxEngine`: the same computation exported to ONNX
   (uint8 RGB pixels in, normalisation, every requested stage, pooling and test-time
   mirroring inside the graph) and run by ONNX Runtime, about twice as fast as torch on
-  a CPU (``benchmarks/results/throughput.md``).
+  a CPU (``benchmarks/results/throughput.md``);
+* :class:`~skconv.engine.OpenVinoEngine`: the same ONNX graph compiled by OpenVINO,
+  one stream per core (``benchmarks/results/engine_choice.md``).
 
-:func:`build_engine` chooses: ``"auto"`` takes ONNX Runtime on a CPU when the network
-exports and the exported graph matches torch on a probe batch, else torch with a
-warning that says why. :class:`LazyEngine` builds it once per fitted transformer,
-thread-safely, and is never pickled. :func:`extract` runs an engine over ``X``, decoding
+:func:`build_engine` chooses: ``"auto"`` takes ONNX Runtime on a CPU when the exported
+graph matches torch on a probe batch, else torch with a warning that says why; OpenVINO
+runs when named. :class:`LazyEngine` builds it once
+per fitted transformer, thread-safely, and is never pickled. :func:`extract` runs an engine over
+``X``, decoding
 batch by batch, so memory stays flat whatever the number of images.
 
 The parts, one job each: ``devices`` (devices, chunks, mirroring), ``folding``,
 ``graphs`` (what is computed, and its ONNX export), ``engines``, ``run`` (the batched
-loop), ``pooling``, ``memory`` and ``_ort`` (ONNX Runtime's parallel sessions). Names
+loop), ``pooling``, ``memory``, ``_ort`` (parallel runs, ONNX Runtime's sessions) and
+``_openvino``. Names
 are imported on first use: ``import skconv.engine`` imports no torch, so that the
 torch-free runtime (:class:`skconv.export.OnnxClassifier`) can use ``ParallelSession``.
 """
@@ -52,9 +56,12 @@ _LAZY = {
     "ENGINES": "engines",
     "LazyEngine": "engines",
     "OnnxEngine": "engines",
+    "OpenVinoEngine": "_openvino",
     "TorchEngine": "engines",
     "build_engine": "engines",
     "extract": "run",
+    "cache_dir": "cache",
+    "engine_cache_key": "cache",
     "GEM_P": "pooling",
     "POOLINGS": "pooling",
     "pool_features": "pooling",

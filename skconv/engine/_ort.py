@@ -17,7 +17,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator, Sequence
 
-__all__ = ["ONNX_CHUNK", "ParallelSession", "available_cores", "ordered_map"]
+__all__ = ["ONNX_CHUNK", "ParallelRuns", "ParallelSession", "available_cores", "ordered_map"]
 
 #: Images per single-threaded run: 4 and 8 measured alike end to end on 2 cores
 #: (EfficientNet-Lite0, SqueezeNet), 16 slower.
@@ -32,39 +32,20 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-class ParallelSession:
-    """An ONNX Runtime CPU session whose runs go ``n_threads`` at a time, one thread each.
+class ParallelRuns:
+    """Runs of a few images each, ``n_threads`` at a time on a thread pool, in order.
+
+    What :class:`ParallelSession` (ONNX Runtime) and the OpenVINO engine share: the
+    chunking and the threads. A subclass says how one chunk runs.
 
     Parameters
     ----------
-    model : bytes, str or path-like
-        The ONNX model, or the path of its file.
     n_threads : int
-        Runs at once, each on its own thread (ONNX Runtime's ``intra_op_num_threads`` is 1).
-
-    Attributes
-    ----------
-    session : onnxruntime.InferenceSession
-        The session; its ``run`` is thread-safe.
-
-    Examples
-    --------
-    >>> from skconv.engine import ParallelSession
-    >>> ParallelSession.chunks_of(19, n_threads=2)
-    [slice(0, 4, None), slice(4, 9, None), slice(9, 14, None), slice(14, 19, None)]
+        Runs at once.
     """
 
-    def __init__(self, model, n_threads: int):
-        import onnxruntime as ort
-
+    def __init__(self, n_threads: int):
         self.n_threads = max(1, int(n_threads))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1  # the parallelism is across runs
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        if not isinstance(model, bytes):
-            model = os.fspath(model)
-        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         self._pool = None
         self._pool_pid = os.getpid()
         self._pool_lock = threading.Lock()
@@ -122,6 +103,41 @@ class ParallelSession:
         pool = getattr(self, "_pool", None)
         if pool is not None and self._pool_pid == os.getpid():
             pool.shutdown(wait=False)
+
+
+class ParallelSession(ParallelRuns):
+    """An ONNX Runtime CPU session whose runs go ``n_threads`` at a time, one thread each.
+
+    Parameters
+    ----------
+    model : bytes, str or path-like
+        The ONNX model, or the path of its file.
+    n_threads : int
+        Runs at once, each on its own thread (ONNX Runtime's ``intra_op_num_threads`` is 1).
+
+    Attributes
+    ----------
+    session : onnxruntime.InferenceSession
+        The session; its ``run`` is thread-safe.
+
+    Examples
+    --------
+    >>> from skconv.engine import ParallelSession
+    >>> ParallelSession.chunks_of(19, n_threads=2)
+    [slice(0, 4, None), slice(4, 9, None), slice(9, 14, None), slice(14, 19, None)]
+    """
+
+    def __init__(self, model, n_threads: int):
+        import onnxruntime as ort
+
+        ParallelRuns.__init__(self, n_threads)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1  # the parallelism is across runs
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if not isinstance(model, bytes):
+            model = os.fspath(model)
+        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def ordered_map(pool, work: Callable, items: Sequence, window: int) -> Iterator:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..images import Preprocessing, crop_batch, load_batch
-from ._ort import ordered_map
+from ._ort import ParallelRuns, ordered_map
 
 __all__ = ["extract"]
 
@@ -84,8 +84,9 @@ def extract(
 ) -> np.ndarray:
     """Run ``engine`` over ``images``, decoding batch by batch; ``(n, n_features)`` float32.
 
-    With the ONNX Runtime engine each of its threads decodes a chunk of images, then
-    runs the graph on it, one thread per core. With torch on a CPU each step decodes
+    With the ONNX Runtime and OpenVINO engines each of their threads decodes a chunk
+    of images, then runs the graph on it, one thread per core. With torch on a CPU each step
+    decodes
     its batch with all cores into one reused buffer, then computes (decoding alongside
     the network's threads was measured slower); worker processes decode in parallel
     with one thread each; on an accelerator a thread decodes the next batch while the
@@ -94,7 +95,7 @@ def extract(
     from tqdm.auto import tqdm
 
     rows = np.empty((len(images), n_features), dtype=np.float32)
-    if engine.kind == "onnxruntime" and not num_workers:
+    if isinstance(engine, ParallelRuns) and not num_workers:
         # Each thread decodes its own chunk, then runs it: the cores never wait for
         # one another between decoding and computing.
         def features_of(chunk: slice) -> np.ndarray:

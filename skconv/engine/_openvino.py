@@ -1,0 +1,119 @@
+"""OpenVINO on a CPU's cores: the exported feature graph, one stream per core.
+
+The same ONNX graph ONNX Runtime runs (uint8 pixels in, pooled features out),
+compiled by OpenVINO for this CPU with as many streams as the transformer has threads;
+each thread runs its own chunks of images on its own infer request, as ONNX Runtime's
+:class:`~skconv.engine.ParallelSession` does. On the 2-core benchmark machine (Ice Lake,
+AVX-512 VNNI) it ran EfficientNet-Lite0 faster than ONNX Runtime end to end
+(``benchmarks/results/engine_choice.md``). Inference precision is pinned to f32: on CPUs
+with bfloat16 units OpenVINO would otherwise compute in bfloat16 and move the features.
+Importing this module imports neither torch nor OpenVINO.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+
+import numpy as np
+
+from ._ort import ParallelRuns
+from .cache import cached_files, engine_cache_key, in_memory
+
+__all__ = ["OpenVinoEngine", "openvino_available"]
+
+
+def openvino_available() -> bool:
+    """Whether the ``openvino`` package imports."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _convert(model_bytes: bytes):
+    import openvino as ov
+
+    return ov.convert_model(io.BytesIO(model_bytes))
+
+
+def _cached_model(model_bytes: bytes, cache_key: str):
+    import openvino as ov
+
+    def build(folder):
+        # fp32 weights: save_model would halve them to fp16 by default and move features.
+        ov.save_model(_convert(model_bytes), folder / "model.xml", compress_to_fp16=False)
+
+    def load(folder):
+        return ov.Core().read_model(folder / "model.xml")
+
+    key = engine_cache_key(cache_key, ov.__version__)
+    return cached_files("openvino", key, ("model.xml", "model.bin"), build, load)
+
+
+def _compile(model, n_threads: int):
+    import openvino as ov
+
+    config = {
+        "PERFORMANCE_HINT": "THROUGHPUT",
+        "NUM_STREAMS": str(n_threads),
+        "INFERENCE_NUM_THREADS": str(n_threads),
+        "INFERENCE_PRECISION_HINT": "f32",
+    }
+    return ov.Core().compile_model(model, "CPU", config)
+
+
+class OpenVinoEngine(ParallelRuns):
+    """Run an exported pooled-feature graph (uint8 pixels in) with OpenVINO on the CPU.
+
+    Parameters
+    ----------
+    model_bytes : bytes
+        The ONNX model: input ``"image"`` ``(n, s, s, 3)`` uint8, output
+        ``"features"`` ``(n, d)`` float32.
+    preprocessing : Preprocessing
+        The resize and crop of the pixels the graph takes.
+    n_threads : int
+        Runs at once, and OpenVINO streams (one core each).
+    cache_key : str or None, default=None
+        The network's key in the engine cache: the converted model is kept on disk and
+        the compiled one in this process. None converts and compiles afresh.
+    """
+
+    kind = "openvino"
+    pixels = "uint8"
+
+    def __init__(self, model_bytes: bytes, preprocessing, n_threads: int, cache_key=None):
+        super().__init__(n_threads)
+        self.model_bytes = model_bytes
+        self.preprocessing = preprocessing
+        if cache_key is None:
+            self.compiled = _compile(_convert(model_bytes), self.n_threads)
+        else:
+            self.compiled = in_memory(
+                ("openvino", cache_key, self.n_threads),
+                lambda: _compile(_cached_model(model_bytes, cache_key), self.n_threads),
+            )
+        self._requests = threading.local()
+
+    def run(self, pixels: np.ndarray) -> np.ndarray:
+        """One run on the calling thread's infer request: features of a uint8 batch."""
+        request = getattr(self._requests, "request", None)
+        if request is None:
+            request = self._requests.request = self.compiled.create_infer_request()
+        import openvino as ov
+
+        # The pixels as the request's input tensor, shared, not copied: infer(dict)
+        # copies them into the request's own tensor after resizing it, and two threads
+        # doing that at once were seen to deadlock inside OpenVINO (2026.4).
+        request.set_input_tensor(ov.Tensor(np.ascontiguousarray(pixels), shared_memory=True))
+        request.infer()
+        return request.get_output_tensor(0).data.copy()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Pooled features ``(n, d)`` of a uint8 batch, computed chunk by chunk, in parallel."""
+        batch = np.ascontiguousarray(batch)
+        chunks = self.map_chunks(lambda rows: self.run(batch[rows]), len(batch))
+        parts = [features for _, features in chunks]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)

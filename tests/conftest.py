@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -11,8 +13,11 @@ import pytest
 
 # Never wait on a network: timm/huggingface would otherwise retry for a minute.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# The engine cache (exported graphs, OpenVINO models) in a folder of this run, not ~/.cache.
-os.environ.setdefault("SKCONV_CACHE_DIR", tempfile.mkdtemp(prefix="skconv-test-cache-"))
+# The engine cache (exported graphs, OpenVINO models) in a folder of this run, not ~/.cache,
+# removed when the run ends.
+if "SKCONV_CACHE_DIR" not in os.environ:
+    os.environ["SKCONV_CACHE_DIR"] = tempfile.mkdtemp(prefix="skconv-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["SKCONV_CACHE_DIR"], ignore_errors=True)
 
 # Under pytest-xdist (make test runs one worker per core), each worker computes with
 # one thread: a worker's torch threads would otherwise compete with the other

@@ -331,6 +331,19 @@ def test_the_engine_cache_exports_once_and_rebuilds_a_corrupt_entry(resnet, monk
     assert sorted(p.name for p in onnx.parent.iterdir()) == ["features.onnx", "manifest.json"]
 
 
+def test_without_a_cache_folder_nothing_is_written(monkeypatch, tmp_path):
+    from skconv.engine.cache import cached_files
+
+    monkeypatch.setenv("SKCONV_CACHE_DIR", "off")
+    monkeypatch.chdir(tmp_path)
+
+    def build(folder):
+        raise AssertionError("no file is built without a cache folder")
+
+    assert cached_files("onnx", "k", ("a",), build, lambda folder: 1, lambda: 2) == 2
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_engine_that_is_not_installed_is_refused_by_name(resnet, monkeypatch):
     import skconv.engine.engines as inference
 

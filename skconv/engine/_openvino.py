@@ -49,7 +49,9 @@ def _cached_model(model_bytes: bytes, cache_key: str):
         return ov.Core().read_model(folder / "model.xml")
 
     key = engine_cache_key(cache_key, ov.__version__)
-    return cached_files("openvino", key, ("model.xml", "model.bin"), build, load)
+    return cached_files(
+        "openvino", key, ("model.xml", "model.bin"), build, load, lambda: _convert(model_bytes)
+    )
 
 
 def _compile(model, n_threads: int):
@@ -111,9 +113,4 @@ class OpenVinoEngine(ParallelRuns):
         request.infer()
         return request.get_output_tensor(0).data.copy()
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """Pooled features ``(n, d)`` of a uint8 batch, computed chunk by chunk, in parallel."""
-        batch = np.ascontiguousarray(batch)
-        chunks = self.map_chunks(lambda rows: self.run(batch[rows]), len(batch))
-        parts = [features for _, features in chunks]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+    __call__ = ParallelRuns.run_in_chunks

@@ -86,6 +86,19 @@ class ParallelRuns:
         finally:
             results.close()  # a caller that stops early waits for the chunks in flight
 
+    def run_in_chunks(self, batch):
+        """``self.run`` over the chunks of ``batch``, on the threads, joined in order.
+
+        The exported feature engines' ``__call__``: a subclass defines ``run(rows)``,
+        one chunk on the calling thread.
+        """
+        import numpy as np
+
+        batch = np.ascontiguousarray(batch)
+        chunks = self.map_chunks(lambda rows: self.run(batch[rows]), len(batch))
+        parts = [out for _, out in chunks]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
     def _threads(self) -> ThreadPoolExecutor:
         """The thread pool, made again in a forked child (which inherits no threads)."""
         if self._pool_pid != os.getpid():

@@ -71,7 +71,12 @@ def in_memory(key: tuple, build: Callable):
 
 
 def cached_files(
-    kind: str, key: str, names: tuple[str, ...], build: Callable[[Path], None], load: Callable
+    kind: str,
+    key: str,
+    names: tuple[str, ...],
+    build: Callable[[Path], None],
+    load: Callable,
+    fresh: Callable,
 ):
     """Load an entry of files from the disk cache, building and storing it when needed.
 
@@ -87,12 +92,14 @@ def cached_files(
         ``build(folder)`` writes the files ``names`` into ``folder``.
     load : callable
         ``load(folder)`` returns the value from the files in ``folder``.
+    fresh : callable
+        ``fresh()`` returns the value without any file: what runs without a cache
+        folder, or with one that cannot be written.
 
     Returns
     -------
     value
-        What ``load`` returned, from the cache or from a fresh build. Without a cache
-        folder (or one that cannot be written) the entry is built in a temporary folder.
+        What ``load`` or ``fresh`` returned.
     """
     root = cache_dir()
     if root is not None:
@@ -107,9 +114,7 @@ def cached_files(
             return _store(folder, names, build, load)
         except OSError:  # a read-only or full disk: the cache is a help, not a need
             pass
-    with tempfile.TemporaryDirectory(prefix="skconv-engine-") as scratch:
-        build(Path(scratch))
-        return load(Path(scratch))
+    return fresh()
 
 
 def _digest(path: Path) -> str:

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..images import Preprocessing
 from ._openvino import OpenVinoEngine, openvino_available
-from ._ort import ParallelSession
+from ._ort import ParallelRuns, ParallelSession
 from .cache import cached_files, in_memory
 from .devices import cpu_chunk_size
 from .folding import fold_batch_norms
@@ -118,12 +118,7 @@ class OnnxEngine(ParallelSession):
         self.model_bytes = model_bytes
         self.preprocessing = preprocessing
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """Pooled features ``(n, d)`` of a uint8 batch, computed chunk by chunk, in parallel."""
-        batch = np.ascontiguousarray(batch)
-        chunks = self.map_chunks(lambda rows: self.run(batch[rows]), len(batch))
-        parts = [features for _, features in chunks]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+    __call__ = ParallelRuns.run_in_chunks
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
         """One run of the graph on the calling thread: features of a uint8 batch."""
@@ -238,15 +233,12 @@ def _exported_graph(torch_engine: TorchEngine, spec: FeatureSpec, cache_key: str
     def build(folder):
         (folder / "features.onnx").write_bytes(export())
 
+    def load(folder) -> bytes:
+        return (folder / "features.onnx").read_bytes()
+
     return in_memory(
         ("onnx", cache_key),
-        lambda: cached_files(
-            "onnx",
-            cache_key,
-            ("features.onnx",),
-            build,
-            lambda f: (f / "features.onnx").read_bytes(),
-        ),
+        lambda: cached_files("onnx", cache_key, ("features.onnx",), build, load, export),
     )
 
 

@@ -106,6 +106,21 @@ def test_signed_pixels_are_scaled_not_clipped(tmp_path):
     np.testing.assert_array_equal(shown, [[0, 128], [128, 255]])
 
 
+def test_float_pixel_data_is_shown_over_its_range_and_a_window_is_refused(tmp_path):
+    dataset = pydicom.dcmread(write_dicom(np.zeros((4, 4), dtype=np.uint8), tmp_path / "f.dcm"))
+    del dataset.PixelData, dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation
+    values = np.linspace(-100, 100, 16, dtype=np.float32).reshape(4, 4)
+    dataset.FloatPixelData, dataset.BitsAllocated = values.tobytes(), 32
+    dataset.save_as(tmp_path / "f.dcm")
+    expected = np.rint((values + 100) / 200 * 255).astype(np.uint8)
+    for window in ("file", "none", "minmax"):
+        np.testing.assert_array_equal(
+            grey(load_image(DicomPath(tmp_path / "f.dcm", window=window))), expected
+        )
+    with pytest.raises(ImageLoadError, match=r"f\.dcm.*window=\(0.0, 100.0\) needs integer"):
+        load_image(DicomPath(tmp_path / "f.dcm", window=(0, 100)))
+
+
 def test_palette_colour_goes_through_its_lut(tmp_path):
     import pydicom.data
 

@@ -113,19 +113,12 @@ class DicomPath(os.PathLike):
     def __hash__(self) -> int:
         return hash((self.path, self.window, self.frame))
 
-    def __reduce__(self):
-        return (_rebuild, (self.path, self.window, self.frame))
-
     @property
     def options_key(self) -> str:
         """The options as text for cache keys; empty for the defaults, as a plain path."""
         if self.window == "file" and self.frame is None:
             return ""
         return f"window={self.window!r};frame={self.frame!r}"
-
-
-def _rebuild(path: str, window: Any, frame: Any) -> DicomPath:
-    return DicomPath(path, window=window, frame=frame)
 
 
 def dicom_paths(paths: Any, *, window: Any = "file", frame: Any = None) -> np.ndarray:
@@ -246,18 +239,20 @@ def decode_dicom(
         except ImageLoadError:
             raise
         except Exception as exc:
-            message = _scrub(f"{type(exc).__name__}: {exc}", dataset)
-            if _compressed(dataset) and importlib.util.find_spec("pylibjpeg") is None:
-                message += (
-                    " (the pylibjpeg plugins decode more compressed files: pip install "
-                    "'skconv[dicom]')"
-                )
-            raise ImageLoadError(f"Cannot decode DICOM file {path!r}: {message}") from exc
+            raise _decode_error(path, exc, dataset) from exc
     try:
         return _to_pil(pixels, dataset, window, keep_gray)
     except Exception as exc:
-        message = _scrub(f"{type(exc).__name__}: {exc}", dataset)
-        raise ImageLoadError(f"Cannot decode DICOM file {path!r}: {message}") from exc
+        raise _decode_error(path, exc, dataset) from exc
+
+
+def _decode_error(path: str, exc: Exception, dataset: Any) -> ImageLoadError:
+    message = _scrub(f"{type(exc).__name__}: {exc}", dataset)
+    if _compressed(dataset) and importlib.util.find_spec("pylibjpeg") is None:
+        message += (
+            " (the pylibjpeg plugins decode more compressed files: pip install 'skconv[dicom]')"
+        )
+    return ImageLoadError(f"Cannot decode DICOM file {path!r}: {message}")
 
 
 @contextlib.contextmanager
@@ -390,6 +385,15 @@ def _to_pil(pixels: np.ndarray, dataset: Any, window: Any, keep_gray: bool) -> I
 def _grey_levels(pixels: np.ndarray, dataset: Any, window: Any) -> np.ndarray:
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
+    if pixels.dtype.kind == "f":
+        # Float pixel data (parametric maps) has no stored range, which windows and the
+        # "none" scaling need: it is shown over its own range.
+        if not isinstance(window, str):
+            raise ValueError(
+                f"window={window!r} needs integer pixel data, and this file holds float "
+                "pixel data; window='minmax' (the default for it) shows it."
+            )
+        window = "minmax"
     values = apply_modality_lut(pixels, dataset)
     low, high = _modality_range(dataset)
     if window == "file":
@@ -398,11 +402,11 @@ def _grey_levels(pixels: np.ndarray, dataset: Any, window: Any) -> np.ndarray:
             low, high = 0.0, 2.0 ** int(dataset.VOILUTSequence[0].LUTDescriptor[2]) - 1
         elif "WindowCenter" in dataset and "WindowWidth" in dataset:
             values = apply_voi_lut(values, dataset, prefer_lut=False)
-        elif pixels.dtype.kind == "f" or int(dataset.get("BitsStored") or 8) > 8:
+        elif int(dataset.get("BitsStored") or 8) > 8:
             # No window stored for data deeper than a display: viewers then window to
             # the image's own range. 8-bit data is shown as stored.
             window = "minmax"
-    if window == "minmax" or pixels.dtype.kind == "f":
+    if window == "minmax":
         low, high = float(np.min(values)), float(np.max(values))
     elif window not in ("file", "none"):
         # The in-memory dataset, not the file: a chosen window replaces the stored one.

@@ -291,7 +291,12 @@ def _decode_pixels(dataset: Any, path: str, frame: Any) -> np.ndarray:
             "each must be at least 1."
         )
     _check_pixel_count(path, rows, columns, frames)
-    syntax = dataset.file_meta.TransferSyntaxUID
+    syntax = _transfer_syntax(dataset)
+    if syntax is None:
+        raise ImageLoadError(
+            f"DICOM file {path!r} has no valid Transfer Syntax UID (0002,0010) in its file "
+            "meta information, so how its pixels are stored is unknown."
+        )
     if "PixelData" in dataset and syntax in _NATIVE_SYNTAXES:
         _check_pixel_bytes(dataset, path, rows * columns * frames, samples)
     decoder = get_decoder(syntax) if "PixelData" in dataset else None
@@ -332,8 +337,19 @@ def _pixel_array(dataset: Any, decoder: Any, index: int | None) -> np.ndarray:
     return pixel_array(dataset, index=index)
 
 
-def _compressed(dataset: Any) -> bool:
+def _transfer_syntax(dataset: Any) -> Any:
+    """The file's transfer syntax UID, or None where it is missing or malformed.
+
+    A corrupt file can hold several values (a MultiValue) or none there.
+    """
+    from pydicom.uid import UID
+
     syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    return syntax if isinstance(syntax, UID) and syntax else None
+
+
+def _compressed(dataset: Any) -> bool:
+    syntax = _transfer_syntax(dataset)
     return syntax is not None and syntax not in _NATIVE_SYNTAXES
 
 

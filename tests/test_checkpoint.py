@@ -50,7 +50,8 @@ def reference(data):
     """An uninterrupted run without checkpoints."""
     X, y = data
     clf = FineTuneClassifier(**PARAMS).fit(X, y)
-    assert 2 < len(clf.history) < PARAMS["max_epochs"]  # stopped early, after epoch 3
+    # Stopped early, after epoch 3; then refitted (checkpointed in refit/ of the folder).
+    assert 2 < len(clf.validation_history_) < PARAMS["max_epochs"]
     return clf.predict_proba(X), rows(clf.history)
 
 
@@ -164,7 +165,7 @@ CHILD = textwrap.dedent(
     X, y = make_ultrasound(n_per_class=8, image_size=40, random_state=0)
     clf = FineTuneClassifier(**PARAMS, checkpoint_dir=checkpoint_dir or None,
                              callbacks=[Stall()]).fit(X, y)
-    np.savez(out, proba=clf.predict_proba(X), valid_loss=clf.history[:, "valid_loss"],
+    np.savez(out, proba=clf.predict_proba(X), valid_loss=clf.validation_history_[:, "valid_loss"],
              **{k: v.numpy() for k, v in clf.module_.state_dict().items()})
     """
 )

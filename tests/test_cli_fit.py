@@ -103,6 +103,7 @@ def test_fit_finetune(images, tmp_path, capsys):
     assert_valid_png(out / "confusion_matrix.png")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["model"]["mode"] == "finetune" and metrics["model"]["epochs_run"] == 1
+    assert metrics["model"]["predicts_with"] in ("network", "probe", "blend")
     assert "![Learning curves](learning_curves.png)" in (out / "report.md").read_text()
     page = (out / "report.html").read_text()
     assert "<figcaption>Learning curves</figcaption>" in page

@@ -27,7 +27,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 BACKBONE = "squeezenet1_1_caffe"
 FAST = dict(
     backbones=[BACKBONE],
-    finetune_params={"backbone": BACKBONE, "max_epochs": 1},
+    # The feature contender is under test: no second probe inside the fine-tuned one.
+    finetune_params={"backbone": BACKBONE, "max_epochs": 1, "blend_probe": False},
     image_size=32,
     cv=2,
 )
@@ -121,7 +122,9 @@ def test_compare_ways_ranks_the_three_ways(compared, split):
     ).fit(F_fit, y_fit, groups=groups_fit)
     assert features["cv_score"] == pytest.approx(search.best_score_)
     assert features["chosen"] == f"C={search.best_params_['C']:g}"
-    assert next(r for r in rows if r["way"] == "finetune")["chosen"] == "epoch 1 of 1"
+    assert next(r for r in rows if r["way"] == "finetune")["chosen"] == (
+        "epoch 1 of 1, refitted on all images for 1"
+    )
 
 
 def test_compare_ways_scores_the_models_it_returns(compared, split):

@@ -173,6 +173,8 @@ def test_early_stopping_restores_the_best_epoch(synthetic):
         augment=None,
         label_smoothing=0.0,  # the validation loss is then the negative log-likelihood
         tta=False,  # and it sees no mirrored images
+        refit=False,  # the early-stopped network itself
+        blend_probe=False,
         train_split=predefined_split(Dataset(X_val, y_val)),
     ).fit(X, y)
     losses = clf.history[:, "valid_loss"]
@@ -183,6 +185,47 @@ def test_early_stopping_restores_the_best_epoch(synthetic):
     # images: the same network, summed in another order.
     assert restored_loss == pytest.approx(min(losses), rel=1e-3)
     assert np.argmin(losses) < len(losses) - 1 or len(losses) == 6
+
+
+def test_refit_trains_on_every_image_for_the_epochs_early_stopping_chose(synthetic):
+    X, y = synthetic
+    X_val, y_val = make_ultrasound(n_per_class=4, image_size=48, random_state=5)
+    params = dict(TINY, lr=0.05, max_epochs=3, patience=1, blend_probe=False,
+                  train_split=predefined_split(Dataset(X_val, y_val)))  # fmt: skip
+    clf = FineTuneClassifier(**params).fit(X, y)
+    losses = clf.validation_history_[:, "valid_loss"]
+    assert clf.refit_epochs_ == np.argmin(losses) + 1 == len(clf.history)
+    assert "valid_loss" not in clf.history[-1]  # nothing held out any more
+    seen = sum(batch["train_batch_size"] for batch in clf.history[-1]["batches"])
+    assert seen == len(X) + len(X_val)
+    # The held-out probabilities are those of the early-stopped network, before the refit.
+    plain = FineTuneClassifier(**params, refit=False).fit(X, y)
+    assert plain.refit_epochs_ is None and plain.validation_history_ is None
+    np.testing.assert_allclose(clf.validation_proba_, plain.predict_proba(X_val), atol=1e-6)
+    assert not np.allclose(clf.predict_proba(X_val), plain.predict_proba(X_val), atol=1e-3)
+
+
+def test_safety_net_replaces_a_network_that_learnt_nothing(synthetic, capsys):
+    from skorch import NeuralNetClassifier
+
+    X, y = synthetic
+    X_val, y_val = make_ultrasound(n_per_class=4, image_size=48, random_state=5)
+    clf = FineTuneClassifier(
+        **TINY, lr=0.0, max_epochs=1, verbose=1,  # the head stays near uniform
+        train_split=predefined_split(Dataset(X_val, y_val)),
+    ).fit(X, y)  # fmt: skip
+    assert "predicting with the" in capsys.readouterr().out
+    losses = clf.blend_losses_
+    assert losses[0.0] < losses[1.0]  # the probe does better on the validation images
+    weight = clf.network_weight_
+    assert weight < 1 and clf.chosen_ == ("probe" if weight == 0 else "blend")
+    assert losses[weight] == min(losses.values())
+    network = NeuralNetClassifier.predict_proba(clf, X_val)
+    expected = weight * network + (1 - weight) * clf.probe_.predict_proba(X_val)
+    np.testing.assert_allclose(clf.predict_proba(X_val), expected, atol=1e-6)
+    assert clf.refit_epochs_ is None if weight == 0 else clf.refit_epochs_ == 1
+    again = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(again.predict_proba(X_val), clf.predict_proba(X_val))
 
 
 def test_string_labels_and_balanced_class_weights(synthetic):
@@ -330,7 +373,8 @@ def test_as_thin_over_skorch_as_skorchs_own_classifier():
 
     # Methods and properties of skorch's classifier that FineTuneClassifier redefines
     # (its __init__, which only stores parameters, aside); skorch's NeuralNetClassifier
-    # itself redefines 6 of NeuralNet's by the same count.
+    # itself redefines 6 of NeuralNet's by the same count. predict_proba: the blend
+    # with the linear probe (blend_probe).
     overridden = sorted(
         name
         for name, value in vars(FineTuneClassifier).items()
@@ -338,7 +382,7 @@ def test_as_thin_over_skorch_as_skorchs_own_classifier():
         and name != "__init__"
         and hasattr(NeuralNetClassifier, name)
     )
-    assert len(overridden) <= 10, overridden
+    assert len(overridden) <= 11, overridden
 
 
 def test_trunk_views_are_kept_in_the_dtype_asked_for():
@@ -365,13 +409,40 @@ def test_unseen_validation_labels_are_refused(synthetic):
         FineTuneClassifier(**TINY, max_epochs=1, train_split=split).fit(X, y)
 
 
-def test_clone_and_grid_search(synthetic):
+def test_the_ways_as_one_grid_search_with_groups(synthetic):
+    """docs/finetuning.rst: GridSearchCV chooses between fixed features and fine-tuning."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedGroupKFold
+    from sklearn.pipeline import Pipeline
+
+    from skconv import ConvFeatureTransformer
+
     X, y = synthetic
-    clf = FineTuneClassifier(**TINY, max_epochs=1, train_split=None)
-    copy = clone(clf)
-    assert copy.get_params()["backbone_lr_scale"] == clf.backbone_lr_scale
-    search = GridSearchCV(clf, {"lr": [1e-3, 1e-2]}, cv=2, error_score="raise").fit(X, y)
-    assert search.best_params_["lr"] in (1e-3, 1e-2)
+    groups = np.arange(len(y)) // 2  # made-up pairs, each of one class
+    features = Pipeline(
+        [
+            (
+                "features",
+                ConvFeatureTransformer("resnet18", weights=None, image_size=32, engine="torch"),
+            ),  # fmt: skip
+            ("head", LogisticRegression(max_iter=2000)),
+        ]
+    )
+    finetune = FineTuneClassifier(**TINY, max_epochs=1, train_split=None)  # the search's speed
+    assert clone(finetune).get_params()["backbone_lr_scale"] == finetune.backbone_lr_scale
+    search = GridSearchCV(
+        Pipeline([("model", features)]),
+        [{"model": [features]}, {"model": [finetune]}],
+        cv=StratifiedGroupKFold(2, shuffle=True, random_state=0),
+        error_score="raise",
+    ).fit(X, y, groups=groups)
+    assert [type(p["model"]) for p in search.cv_results_["params"]] == [
+        Pipeline,
+        FineTuneClassifier,
+    ]
+    assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
+    best = search.best_estimator_.named_steps["model"]
+    assert best.__class__ is type(search.best_params_["model"])
     assert search.predict(X[:3]).dtype.kind == "U"
 
 

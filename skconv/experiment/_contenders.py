@@ -75,7 +75,10 @@ def _fit_finetune(
     start = time.perf_counter()
     model.fit(X_train, y_train, groups=groups_train)
     fit_s = time.perf_counter() - start
-    val_proba = model.predict_proba(X_val)
+    # Held out: the classifier's refit trains on the validation images too.
+    val_proba = getattr(model, "validation_proba_", None)
+    if val_proba is None:
+        val_proba = model.predict_proba(X_val)
     start = time.perf_counter()
     test_proba = model.predict_proba(X_test)
     predict_s = time.perf_counter() - start
@@ -84,7 +87,7 @@ def _fit_finetune(
         "way": "finetune",
         "backbone": model.backbone,
         "model": model,
-        "chosen": _epochs(model.history),
+        "chosen": _epochs(model),
         "cv_score": None,
         "val_proba": val_proba,
         "test_proba": test_proba,
@@ -94,12 +97,19 @@ def _fit_finetune(
     }
 
 
-def _epochs(history) -> str:
+def _epochs(model) -> str:
     """The epoch whose weights were kept (the lowest validation loss), of those run."""
+    history = getattr(model, "validation_history_", None) or model.history
     losses = [h.get("valid_loss", np.inf) for h in history]
     if not losses or not np.isfinite(min(losses)):
         return f"{len(losses)} epochs"
-    return f"epoch {int(np.argmin(losses)) + 1} of {len(losses)}"
+    chosen = f"epoch {int(np.argmin(losses)) + 1} of {len(losses)}"
+    if getattr(model, "refit_epochs_", None) is not None:
+        chosen += f", refitted on all images for {model.refit_epochs_}"
+    if getattr(model, "chosen_", "network") != "network":
+        weight = model.network_weight_
+        chosen += f", predicting with the {model.chosen_} (network weight {weight:g})"
+    return chosen
 
 
 def _ensemble(features: dict, finetune: dict, X_val, y_val) -> dict:

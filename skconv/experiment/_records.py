@@ -27,7 +27,8 @@ def describe_model(model, mode: str) -> dict:
             "n_features": features.n_features_out_,
             "head": repr(model.named_steps["head"]),
         }
-    history = model.history
+    # The pass that early stopping watched (the refit on all images has no validation).
+    history = getattr(model, "validation_history_", None) or model.history
     return {
         "mode": "finetune",
         "backbone": model.module_.backbone_identity,
@@ -36,6 +37,10 @@ def describe_model(model, mode: str) -> dict:
         "best_valid_loss": min(
             (h["valid_loss"] for h in history if "valid_loss" in h), default=None
         ),
+        # The final model: refitted on all images? The network, the probe, or a blend?
+        "refit_epochs": getattr(model, "refit_epochs_", None),
+        "predicts_with": getattr(model, "chosen_", "network"),
+        "network_weight": getattr(model, "network_weight_", 1.0),
     }
 
 

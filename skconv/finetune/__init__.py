@@ -5,7 +5,8 @@ The classifier is a thin :class:`skorch.NeuralNetClassifier`: its module
 the practice that makes fine-tuning pay on a few hundred images lives in callbacks and a
 few overridden hooks. The package holds one concern a module: the network
 (``_net``), the data (augmentation and cached trunk outputs, ``_data``), the callbacks
-(``_callbacks``), the group-keeping validation split (``_split``) and the classifier
+(``_callbacks``), the group-keeping validation split (``_split``), the safety net (the
+linear probe and the blend chosen on validation images, ``_probe``) and the classifier
 (``_classifier``).
 """
 
@@ -13,6 +14,7 @@ from ._callbacks import BackboneFreezer, EpochCheckpoint, NextView, WarmupCosine
 from ._classifier import FineTuneClassifier
 from ._data import TrainAugmentation
 from ._net import FineTuneNet
+from ._probe import LinearProbe
 from ._split import GroupValidSplit
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "WarmupCosineLR",
     "EpochCheckpoint",
     "GroupValidSplit",
+    "LinearProbe",
 ]
 
 # Pickles and the documentation name the public path, not the private module.
@@ -38,6 +41,7 @@ for _cls in (
     WarmupCosineLR,
     EpochCheckpoint,
     GroupValidSplit,
+    LinearProbe,
 ):
     _cls.__module__ = __name__
 del _cls

@@ -201,6 +201,9 @@ class EpochCheckpoint(Callback):
     ----------
     dirname : str or path-like
         The folder of the checkpoint; created if missing.
+    epochs : int or None, default=None
+        The epochs a run trains, unless stopped early; None: the net's ``max_epochs``.
+        (The refit of :class:`FineTuneClassifier` trains fewer.)
 
     Examples
     --------
@@ -212,8 +215,9 @@ class EpochCheckpoint(Callback):
     FILENAME = "checkpoint.pt"
     FORMAT = "skconv-checkpoint-3"
 
-    def __init__(self, dirname):
+    def __init__(self, dirname, epochs: int | None = None):
         self.dirname = dirname
+        self.epochs = epochs
 
     @property
     def path(self) -> Path:
@@ -227,7 +231,7 @@ class EpochCheckpoint(Callback):
     def on_train_begin(self, net, X=None, y=None, **kwargs):
         self.fingerprint_ = _fingerprint(net, X, y)
         self.saved_fingerprint_ = None
-        self.last_epoch_ = len(net.history) + net.max_epochs
+        self.last_epoch_ = len(net.history) + (self.epochs or net.max_epochs)
         self.finished_ = False
         if self.may_resume_ and self.path.is_file():
             self._resume(net, self._load())
@@ -249,11 +253,7 @@ class EpochCheckpoint(Callback):
     def on_train_end(self, net, **kwargs):
         # EarlyStopping ends training by raising KeyboardInterrupt, as Ctrl-C does; only
         # the former, or the last epoch saved, makes a finished run.
-        stopped = any(
-            isinstance(cb, EarlyStopping) and getattr(cb, "misses_", 0) >= cb.patience
-            for _, cb in net.callbacks_
-        )
-        if not self.finished_ and (stopped or self.saved_epochs_ >= self.last_epoch_):
+        if not self.finished_ and (stopped_early(net) or self.saved_epochs_ >= self.last_epoch_):
             self._save(net, finished=True)
 
     def _load(self) -> dict:
@@ -403,6 +403,23 @@ def accuracy_on_codes(net, X, y) -> float:
     return float(np.mean(net.predict_proba(X).argmax(axis=1) == np.asarray(y)))
 
 
+def stopped_early(net) -> bool:
+    """Whether early stopping ended the training (skorch's EarlyStopping, like Ctrl-C,
+    ends it by raising KeyboardInterrupt)."""
+    return any(
+        isinstance(cb, EarlyStopping) and getattr(cb, "misses_", 0) >= cb.patience
+        for _, cb in net.callbacks_
+    )
+
+
+def training_finished(net) -> bool:
+    """Whether the last training ran to its end: early stopping or ``max_epochs``,
+    not a Ctrl-C that skorch swallowed."""
+    history = net.history
+    complete = len(history) >= net.max_epochs and (not len(history) or "train_loss" in history[-1])
+    return stopped_early(net) or complete
+
+
 def fine_tuning_callbacks(net, skorch_defaults) -> list:
     """skorch's default callbacks of ``net``, with those that fine-tuning adds.
 
@@ -435,7 +452,9 @@ def fine_tuning_callbacks(net, skorch_defaults) -> list:
         extra.append(("next_view", NextView()))
     if net.freeze_epochs:
         extra.append(("freezer", BackboneFreezer(net.freeze_epochs)))
-    if net.patience is not None and net.train_split is not None:
+    # The refit on all images (its epochs, else None): no validation.
+    final_pass = getattr(net, "_final_pass", None)
+    if net.patience is not None and net.train_split is not None and final_pass is None:
         extra.append(
             (
                 "early_stopping",
@@ -444,5 +463,9 @@ def fine_tuning_callbacks(net, skorch_defaults) -> list:
         )
     callbacks = callbacks[:-1] + extra + callbacks[-1:]
     if net.checkpoint_dir is not None:
-        callbacks.append(("checkpoint", EpochCheckpoint(net.checkpoint_dir)))
+        if final_pass is None:
+            callbacks.append(("checkpoint", EpochCheckpoint(net.checkpoint_dir)))
+        else:
+            folder = os.path.join(net.checkpoint_dir, "refit")
+            callbacks.append(("checkpoint", EpochCheckpoint(folder, epochs=final_pass)))
     return callbacks

@@ -12,14 +12,23 @@ import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
 from skorch import NeuralNet, NeuralNetClassifier
+from skorch.history import History
 from torch import nn
 
 from ..engine import forward_in_chunks, mean_of_views, mirror_views
 from ..images import Preprocessing, check_images
-from ._callbacks import fine_tuning_callbacks
-from ._data import TrainAugmentation, _ImageSet, as_eval_dataset, retransform, trunk_datasets
+from ._callbacks import fine_tuning_callbacks, training_finished
+from ._data import (
+    TrainAugmentation,
+    _ImageSet,
+    as_eval_dataset,
+    images_of,
+    retransform,
+    trunk_datasets,
+)
 from ._labels import check_labels, encode_labels, fit_labels, loss_settings
 from ._net import FineTuneNet, resolve_train_layers
+from ._probe import LinearProbe, choose_network_weight
 from ._random import seeded_rng
 from ._split import GroupValidSplit, check_group_split
 
@@ -106,6 +115,22 @@ class FineTuneClassifier(NeuralNetClassifier):
         five splits it added 2.1 points of accuracy (80.3 to 82.4 %) and 0.006 of macro
         AUC to the same fitted models (with the linear-probe head), for twice the
         prediction time.
+    refit : bool, default=True
+        After early stopping has chosen the number of epochs on the validation part,
+        train the network again from the pretrained weights on every image given to
+        ``fit`` (training and validation part) for that many epochs, on the same
+        schedule, as ``GridSearchCV(refit=True)`` refits on all the data. No image is
+        only watched. Needs a validation part; ``history`` is then the refit's and
+        ``validation_history_`` the pass that early stopping watched.
+    blend_probe : bool, default=True
+        The safety net: also fit a linear probe (:class:`ConvFeatureTransformer`
+        features of the same pretrained backbone, scaled, and a logistic regression
+        with ``C`` chosen by cross-validation) on the training part, and predict with
+        the mix of the probe's and the network's probabilities that has the lowest
+        log loss on the validation images (``network_weight_``, in steps of 0.1;
+        ties go to the network). So the fitted classifier never predicts worse on
+        its validation images than the fixed features it started from. Needs a
+        validation part.
     image_size : int or None, default=None
         Side of the square input; None uses the weights' own size.
     num_workers : int, default=0
@@ -166,7 +191,26 @@ class FineTuneClassifier(NeuralNetClassifier):
     class_weight_ : ndarray or None
         The weights given to the loss.
     history : skorch.History
-        Per-epoch losses, accuracy and learning rate.
+        Per-epoch losses, accuracy and learning rate of the network's training (the
+        refit's, when ``refit``).
+    validation_history_ : skorch.History or None
+        With ``refit``, the history of the pass that early stopping watched (with
+        ``valid_loss``); None without a refit.
+    refit_epochs_ : int or None
+        Epochs of the refit on all images; None without one.
+    network_weight_ : float
+        The network's weight in the predicted probabilities, the probe having
+        ``1 - network_weight_``: 1.0 without ``blend_probe`` or a validation part.
+    chosen_ : {"network", "probe", "blend"}
+        What ``predict`` uses: ``network_weight_`` 1, 0, or in between.
+    probe_ : LinearProbe or None
+        The linear probe, refitted on all images; None when ``network_weight_`` is 1.
+    blend_losses_ : dict or None
+        Validation log loss of each network weight tried.
+    validation_proba_ : ndarray or None
+        Probabilities of the validation images (in the validation part's order) by
+        the model that was chosen, before the refit trained on them: held-out
+        predictions, as ``cross_val_predict``'s.
 
     See Also
     --------
@@ -195,6 +239,8 @@ class FineTuneClassifier(NeuralNetClassifier):
         "class_weight": [StrOptions({"balanced"}), None],
         "patience": [Interval(Integral, 1, None, closed="left"), None],
         "tta": ["boolean"],
+        "refit": ["boolean"],
+        "blend_probe": ["boolean"],
         "image_size": [Interval(Integral, 16, None, closed="left"), None],
         "num_workers": [Interval(Integral, 0, None, closed="left")],
         "random_state": [Interval(Integral, 0, None, closed="left"), None],
@@ -223,6 +269,8 @@ class FineTuneClassifier(NeuralNetClassifier):
         class_weight: str | None = None,
         patience: int | None = 4,
         tta: bool = True,
+        refit: bool = True,
+        blend_probe: bool = True,
         image_size: int | None = None,
         num_workers: int = 0,
         random_state: int | None = None,
@@ -265,6 +313,8 @@ class FineTuneClassifier(NeuralNetClassifier):
         self.class_weight = class_weight
         self.patience = patience
         self.tta = tta
+        self.refit = refit
+        self.blend_probe = blend_probe
         self.image_size = image_size
         self.num_workers = num_workers
         self.random_state = random_state
@@ -332,7 +382,15 @@ class FineTuneClassifier(NeuralNetClassifier):
             self.view_seed_ = int(torch.randint(0, 2**31 - 1, ()).item())
             if restart:
                 self.initialize()  # as skorch's fit, which would validate a second time
-            return self._train(X, codes, groups, fit_params, entry="fit")
+                self._reset_final_model()
+            self._train(X, codes, groups, fit_params, entry="fit")
+        parts = self.__dict__.pop("_split_parts", (None, None))
+        # Not after a warm start (it trains the network further) nor a Ctrl-C.
+        if restart and training_finished(self):
+            seed = None if self.random_state is None else self.random_state + 1
+            with seeded_rng(seed, self.device):
+                self._finish_fit(*parts, groups)
+        return self
 
     def partial_fit(self, X, y=None, classes=None, groups=None, **fit_params):
         """Train for more epochs, initialising on the first call.
@@ -358,7 +416,97 @@ class FineTuneClassifier(NeuralNetClassifier):
         codes = self._checked_codes(X, y, new_labels=not self.initialized_)
         if not hasattr(self, "view_seed_"):
             self.view_seed_ = int(torch.randint(0, 2**31 - 1, ()).item())
-        return self._train(X, codes, groups, fit_params, entry="partial_fit")
+        self._train(X, codes, groups, fit_params, entry="partial_fit")
+        self.__dict__.pop("_split_parts", None)
+        return self
+
+    def _reset_final_model(self) -> None:
+        self.network_weight_, self.chosen_, self.probe_ = 1.0, "network", None
+        self.blend_losses_, self.refit_epochs_, self.validation_history_ = None, None, None
+        self.validation_proba_ = None
+
+    def _finish_fit(self, train, valid, groups) -> None:
+        """After early stopping: the safety net's choice, then the final model on all images."""
+        if valid is None:  # no validation images: nothing to choose with
+            return
+        train_images, train_codes, _ = images_of(train)
+        valid_images, valid_codes, _ = images_of(valid)
+        all_images = [*train_images, *valid_images]
+        all_codes = np.concatenate([train_codes, valid_codes])
+        weight, probe = 1.0, None
+        # Held-out predictions, as cross_val_predict's: the refit trains on these images.
+        self.validation_proba_ = network_proba = super().predict_proba(valid)
+        if self.blend_probe:
+            if groups is not None and isinstance(train, torch.utils.data.Subset):
+                groups = np.asarray(groups)[np.asarray(train.indices)]
+            probe = self._linear_probe()
+            train_features = probe.search(train_images, train_codes, groups)
+            valid_features = probe.features.transform(valid_images)
+            probe_proba = probe.predict_proba(features=valid_features)
+            weight, self.blend_losses_ = choose_network_weight(
+                network_proba, probe_proba, valid_codes
+            )
+            self.validation_proba_ = weight * network_proba + (1 - weight) * probe_proba
+            if weight < 1:
+                probe.refit(np.vstack([train_features, valid_features]), all_codes)
+        if self.refit and weight > 0:
+            self._refit_network(all_images, all_codes)
+        self.network_weight_ = weight
+        self.chosen_ = {1.0: "network", 0.0: "probe"}.get(weight, "blend")
+        self.probe_ = probe if weight < 1 else None
+        if self.verbose:
+            print(self._final_model_summary(len(all_codes)))
+
+    def _linear_probe(self) -> LinearProbe:
+        from ..features import ConvFeatureTransformer
+
+        features = ConvFeatureTransformer(
+            self.backbone,
+            weights=self.weights,
+            image_size=self.image_size,
+            batch_size=self.batch_size,
+            device="cuda" if str(self.device).startswith("cuda") else "cpu",
+            num_workers=self.num_workers,
+        )
+        return LinearProbe(features, len(self.classes_), self.random_state)
+
+    def _refit_network(self, images: list, codes: np.ndarray) -> None:
+        """Train again from the pretrained weights on every image, for the chosen epochs.
+
+        As many epochs as early stopping chose (or all of them without early
+        stopping), on the same schedule, so that the final network follows the path
+        that was validated, with the validation images trained on too.
+        """
+        history = self.history
+        losses = [row.get("valid_loss", np.inf) for row in history]
+        epochs = int(np.argmin(losses)) + 1 if self.patience is not None else len(history)
+        self.validation_history_ = History(list(history))  # initialize() clears history
+        data = _ImageSet(images, codes, self.classes_[codes], self.preprocessing_)
+        self._final_pass = epochs
+        try:
+            # Its own stream: the same refit whether or not the probe drew before it.
+            seed = None if self.random_state is None else self.random_state + 2
+            with seeded_rng(seed, self.device):
+                self.initialize()
+                self._train(data, codes, None, {"epochs": epochs}, entry="fit")
+        finally:
+            self._final_pass = None
+        self.refit_epochs_ = len(self.history)  # fewer than chosen after a Ctrl-C
+
+    def _final_model_summary(self, n_images: int) -> str:
+        parts = []
+        if self.blend_losses_ is not None:
+            losses = self.blend_losses_
+            parts.append(
+                f"validation log loss: network {losses[1.0]:.4f}, linear probe {losses[0.0]:.4f}, "
+                f"blend at network weight {self.network_weight_:g} "
+                f"{losses[self.network_weight_]:.4f}; predicting with the {self.chosen_}"
+            )
+        if self.refit_epochs_ is not None:
+            parts.append(
+                f"network refitted on all {n_images} images for {self.refit_epochs_} epochs"
+            )
+        return "; ".join(parts) + "."
 
     def _train(self, X, codes, groups, fit_params: dict, entry: str):
         if groups is not None:
@@ -424,8 +572,12 @@ class FineTuneClassifier(NeuralNetClassifier):
         return _ImageSet(images, y, labels, self.preprocessing_)
 
     def get_split_datasets(self, X, y=None, **fit_params):
-        train, valid = super().get_split_datasets(X, y, **fit_params)
-        valid = as_eval_dataset(valid, self.preprocessing_, self._codes)
+        if getattr(self, "_final_pass", None) is not None:  # the refit: every image trains
+            train, valid = self.get_dataset(X, y), None
+        else:
+            train, valid = super().get_split_datasets(X, y, **fit_params)
+            valid = as_eval_dataset(valid, self.preprocessing_, self._codes)
+            self._split_parts = (train, valid)  # for fit's safety net and refit
         stage = resolve_train_layers(self.train_layers, self.module_.backbone.stage_names)
         if stage is None:  # every layer trains: images through the whole network
             if self.augment is not None:
@@ -478,6 +630,30 @@ class FineTuneClassifier(NeuralNetClassifier):
         forward = functools.partial(super().infer, **fit_params)
         views = mirror_views(x, tta=self.tta)  # with tta, the image and its mirror
         return mean_of_views([forward_in_chunks(forward, v, self.device) for v in views]).float()
+
+    def predict_proba(self, X):
+        """Probabilities of each class, in the order of ``classes_``.
+
+        Those of the network, of the linear probe, or of their blend, as ``fit``
+        chose on the validation images (``network_weight_``).
+
+        Parameters
+        ----------
+        X : sequence of paths or PIL images, or ndarray
+            Images.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_images, n_classes)
+        """
+        weight = getattr(self, "network_weight_", 1.0)
+        if weight == 1:
+            return super().predict_proba(X)
+        images = images_of(X)[0] if isinstance(X, torch.utils.data.Dataset) else X
+        proba = (1 - weight) * self.probe_.predict_proba(images)
+        if weight > 0:
+            proba += weight * super().predict_proba(X)
+        return proba.astype(np.float32)
 
     def predict(self, X):
         """Predict the label of each image.

@@ -119,7 +119,8 @@ def plot_learning_curves(net, path: str | os.PathLike) -> str:
 
     from .._io import atomic_write
 
-    history = net.history
+    # The pass that early stopping watched (the refit on all images has no validation).
+    history = getattr(net, "validation_history_", None) or net.history
     epochs = history[:, "epoch"]
     # A bare Figure (no pyplot) changes no global matplotlib state.
     fig = Figure(figsize=(6, 4))

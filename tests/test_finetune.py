@@ -25,7 +25,10 @@ from skconv.finetune import WarmupCosineLR
 from skconv.images import load_image
 
 # Random-weight ResNet-18 on 32 px images: fast enough for contract tests.
-TINY = dict(backbone="resnet18", weights=None, image_size=32, batch_size=16, random_state=0)
+# refit=False: one training pass per fit keeps the suite fast; the refit has its own tests.
+TINY = dict(
+    backbone="resnet18", weights=None, image_size=32, batch_size=16, random_state=0, refit=False
+)
 
 
 @pytest.fixture(scope="module")
@@ -173,8 +176,7 @@ def test_early_stopping_restores_the_best_epoch(synthetic):
         augment=None,
         label_smoothing=0.0,  # the validation loss is then the negative log-likelihood
         tta=False,  # and it sees no mirrored images
-        refit=False,  # the early-stopped network itself
-        blend_probe=False,
+        blend_probe=False,  # the early-stopped network itself (TINY: no refit)
         train_split=predefined_split(Dataset(X_val, y_val)),
     ).fit(X, y)
     losses = clf.history[:, "valid_loss"]
@@ -190,7 +192,7 @@ def test_early_stopping_restores_the_best_epoch(synthetic):
 def test_refit_trains_on_every_image_for_the_epochs_early_stopping_chose(synthetic):
     X, y = synthetic
     X_val, y_val = make_ultrasound(n_per_class=4, image_size=48, random_state=5)
-    params = dict(TINY, lr=0.05, max_epochs=3, patience=1, blend_probe=False,
+    params = dict(TINY, lr=0.05, max_epochs=3, patience=1, blend_probe=False, refit=True,
                   train_split=predefined_split(Dataset(X_val, y_val)))  # fmt: skip
     clf = FineTuneClassifier(**params).fit(X, y)
     losses = clf.validation_history_[:, "valid_loss"]
@@ -199,7 +201,7 @@ def test_refit_trains_on_every_image_for_the_epochs_early_stopping_chose(synthet
     seen = sum(batch["train_batch_size"] for batch in clf.history[-1]["batches"])
     assert seen == len(X) + len(X_val)
     # The held-out probabilities are those of the early-stopped network, before the refit.
-    plain = FineTuneClassifier(**params, refit=False).fit(X, y)
+    plain = FineTuneClassifier(**{**params, "refit": False}).fit(X, y)
     assert plain.refit_epochs_ is None and plain.validation_history_ is None
     np.testing.assert_allclose(clf.validation_proba_, plain.predict_proba(X_val), atol=1e-6)
     assert not np.allclose(clf.predict_proba(X_val), plain.predict_proba(X_val), atol=1e-3)
@@ -211,7 +213,7 @@ def test_safety_net_replaces_a_network_that_learnt_nothing(synthetic, capsys):
     X, y = synthetic
     X_val, y_val = make_ultrasound(n_per_class=4, image_size=48, random_state=5)
     clf = FineTuneClassifier(
-        **TINY, lr=0.0, max_epochs=1, verbose=1,  # the head stays near uniform
+        **{**TINY, "refit": True}, lr=0.0, max_epochs=1, verbose=1, blend_probe=True,
         train_split=predefined_split(Dataset(X_val, y_val)),
     ).fit(X, y)  # fmt: skip
     assert "predicting with the" in capsys.readouterr().out

@@ -181,7 +181,8 @@ CLASSIFIER_DOC = """Fine-tune a pretrained ConvNet on a new image classification
     validation_proba_ : ndarray or None
         Probabilities of the validation images (in the validation part's order) by
         the model that was chosen, before the refit trained on them: held-out
-        predictions, as ``cross_val_predict``'s.
+        predictions, as ``cross_val_predict``'s. None with neither ``refit`` nor
+        ``blend_probe``, or without a validation part: ``predict_proba`` gives them then.
 
     See Also
     --------

@@ -25,8 +25,8 @@ def reset_final_model(net) -> None:
 
 def finish_fit(net, train, valid, groups) -> None:
     """After early stopping: the safety net's choice, then the final model on all images."""
-    if valid is None:  # no validation images: nothing to choose with
-        return
+    if valid is None or not (net.refit or net.blend_probe):
+        return  # nothing to choose with, or nothing asked: the early-stopped network
     train_images, train_codes, _ = images_of(train)
     valid_images, valid_codes, _ = images_of(valid)
     all_images = [*train_images, *valid_images]
@@ -50,8 +50,9 @@ def finish_fit(net, train, valid, groups) -> None:
     net.network_weight_ = weight
     net.chosen_ = {1.0: "network", 0.0: "probe"}.get(weight, "blend")
     net.probe_ = probe if weight < 1 else None
-    if net.verbose:
-        print(_summary(net, len(all_codes)))
+    summary = _summary(net, len(all_codes))
+    if net.verbose and summary:
+        print(summary)
 
 
 def _linear_probe(net) -> LinearProbe:
@@ -103,4 +104,4 @@ def _summary(net, n_images: int) -> str:
         )
     if net.refit_epochs_ is not None:
         parts.append(f"network refitted on all {n_images} images for {net.refit_epochs_} epochs")
-    return "; ".join(parts) + "."
+    return "; ".join(parts) + "." if parts else ""

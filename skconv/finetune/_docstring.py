@@ -85,9 +85,10 @@ CLASSIFIER_DOC = """Fine-tune a pretrained ConvNet on a new image classification
         train the network again from the pretrained weights on every image given to
         ``fit`` (training and validation part) for that many epochs, on the same
         schedule, as ``GridSearchCV(refit=True)`` refits on all the data. No image is
-        only watched. Measured (``benchmarks/results/finetune_ablation.md``, R against
-        C, 2 seeds): accuracy -1.7 to +2.5 points across BUSI, brain MRI and 28-px
-        BUSI, no loss the seeds agree on, for 15 to 80 % more fit time. Needs a
+        only watched. Measured (``benchmarks/results/finetune_ablation.md``, row R
+        against row C, 5 seeds each): mean accuracy equal on BUSI and 28-px BUSI and
+        +0.2 points on brain MRI, mean AUC +0.7, +0.2 and -1.2 points, for about 75 %
+        more fit time. Needs a
         validation part; ``history`` is then the refit's and ``validation_history_``
         the pass that early stopping watched.
     blend_probe : bool, default=False
@@ -98,10 +99,10 @@ CLASSIFIER_DOC = """Fine-tune a pretrained ConvNet on a new image classification
         log loss on the validation images (``network_weight_``, in steps of 0.1;
         ties go to the network). So the fitted classifier never predicts worse on
         its validation images than the fixed features it started from. Needs a
-        validation part. Off by default: on tiny (28-px BUSI, binary) it chose blends
-        that raised accuracy but lowered AUC by 2.4 points, and on one BUSI split a
-        blend that cost 4.3 points (``benchmarks/results/finetune_ablation.md``, P
-        against C).
+        validation part. Off by default (``benchmarks/results/finetune_ablation.md``,
+        row P against row C, 5 seeds each): it lowered BUSI's mean accuracy by 1.4
+        points (one split by 4.3), moved brain MRI's by 0.2, and on 28-px BUSI raised
+        accuracy by 2.4 points but lowered AUC by 0.6.
     image_size : int or None, default=None
         Side of the square input; None uses the weights' own size.
     num_workers : int, default=0

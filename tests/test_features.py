@@ -21,6 +21,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skconv import ConvFeatureTransformer
+from skconv.features import _engine_key
 from skconv.images import load_image
 
 # Small random-weight backbone: the contract does not need ImageNet weights. The torch
@@ -135,12 +136,13 @@ def test_engines_agree_and_auto_takes_onnxruntime_on_a_cpu(images):
 
 def test_engine_cache_key_names_weights_and_feature_spec(images):
     random = ConvFeatureTransformer(**SMALL).fit(images)
-    assert random._engine_cache_key() is None  # no sha256 of random weights: not cached
-    random.backbone_ = {**random.backbone_, "sha256": "ab" * 32}
+    # No sha256 of random weights: not cached.
+    assert _engine_key(random.backbone_, random._spec()) is None
+    identity = {**random.backbone_, "sha256": "ab" * 32}
     other = clone(random).set_params(pooling="max").fit(images)
-    other.backbone_ = random.backbone_
-    keys = {random._engine_cache_key(), other._engine_cache_key()}
-    assert len(keys) == 2 and random._engine_cache_key() == random._engine_cache_key()
+    keys = {_engine_key(identity, random._spec()), _engine_key(identity, other._spec())}
+    assert len(keys) == 2
+    assert _engine_key(identity, random._spec()) == _engine_key(identity, random._spec())
 
 
 def test_concurrent_transforms_from_threads(images):

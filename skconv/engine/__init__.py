@@ -13,7 +13,9 @@ pickled and what :mod:`skconv.explain` differentiates through) and runs it throu
   mirroring inside the graph) and run by ONNX Runtime, about twice as fast as torch on
   a CPU (``benchmarks/results/throughput.md``);
 * :class:`~skconv.engine.OpenVinoEngine`: the same ONNX graph compiled by OpenVINO,
-  one stream per core (``benchmarks/results/engine_choice.md``).
+  one stream per core (``benchmarks/results/engine_choice.md``), or that graph quantized
+  to int8 by NNCF, calibrated on images of ``fit`` (``precision="int8"``:
+  :mod:`skconv.engine.quantize`, ``benchmarks/results/int8.md``).
 
 :func:`build_engine` chooses: ``"auto"`` takes ONNX Runtime on a CPU when the exported
 graph matches torch on a probe batch, else torch with a warning that says why; OpenVINO
@@ -24,8 +26,8 @@ batch by batch, so memory stays flat whatever the number of images.
 
 The parts, one job each: ``devices`` (devices, chunks, mirroring), ``folding``,
 ``graphs`` (what is computed, and its ONNX export), ``engines``, ``run`` (the batched
-loop), ``pooling``, ``memory``, ``_ort`` (parallel runs, ONNX Runtime's sessions) and
-``_openvino``. Names
+loop), ``pooling``, ``memory``, ``_ort`` (parallel runs, ONNX Runtime's sessions),
+``_openvino`` and ``quantize`` (int8). Names
 are imported on first use: ``import skconv.engine`` imports no torch, so that the
 torch-free runtime (:class:`skconv.export.OnnxClassifier`) can use ``ParallelSession``.
 """
@@ -55,6 +57,9 @@ _LAZY = {
     "export_onnx_bytes": "graphs",
     "ENGINES": "engines",
     "LazyEngine": "engines",
+    "PRECISIONS": "engines",
+    "calibrate_int8": "quantize",
+    "int8_graph": "quantize",
     "OnnxEngine": "engines",
     "OpenVinoEngine": "_openvino",
     "TorchEngine": "engines",

@@ -20,7 +20,7 @@ import numpy as np
 from ._ort import ParallelRuns
 from .cache import cached_files, engine_cache_key, in_memory
 
-__all__ = ["OpenVinoEngine", "openvino_available"]
+__all__ = ["OpenVinoEngine", "openvino_available", "read_model"]
 
 
 def openvino_available() -> bool:
@@ -54,6 +54,15 @@ def _cached_model(model_bytes: bytes, cache_key: str):
     )
 
 
+def read_model(xml: bytes, weights: bytes):
+    """An OpenVINO model from its IR bytes (``xml`` and ``weights``), as saved by
+    :func:`skconv.engine.quantize.quantize_features`."""
+    import openvino as ov
+
+    buffer = np.frombuffer(weights, dtype=np.uint8)
+    return ov.Core().read_model(model=xml.decode(), weights=ov.Tensor(buffer))
+
+
 def _compile(model, n_threads: int):
     import openvino as ov
 
@@ -81,22 +90,29 @@ class OpenVinoEngine(ParallelRuns):
     cache_key : str or None, default=None
         The network's key in the engine cache: the converted model is kept on disk and
         the compiled one in this process. None converts and compiles afresh.
+    model : callable or None, default=None
+        Returns an ``openvino.Model`` to run instead of ``model_bytes`` converted (the
+        int8 graph of :func:`skconv.engine.quantize.quantize_features`); with a
+        ``cache_key``, called only when this process has not compiled that key.
     """
 
     kind = "openvino"
     pixels = "uint8"
 
-    def __init__(self, model_bytes: bytes, preprocessing, n_threads: int, cache_key=None):
+    def __init__(
+        self, model_bytes: bytes, preprocessing, n_threads: int, cache_key=None, model=None
+    ):
         super().__init__(n_threads)
         self.model_bytes = model_bytes
         self.preprocessing = preprocessing
-        if cache_key is None:
-            self.compiled = _compile(_convert(model_bytes), self.n_threads)
+        if model is not None:
+            build = lambda: _compile(model(), self.n_threads)  # noqa: E731
+        elif cache_key is None:
+            build = lambda: _compile(_convert(model_bytes), self.n_threads)  # noqa: E731
         else:
-            self.compiled = in_memory(
-                ("openvino", cache_key, self.n_threads),
-                lambda: _compile(_cached_model(model_bytes, cache_key), self.n_threads),
-            )
+            build = lambda: _compile(_cached_model(model_bytes, cache_key), self.n_threads)  # noqa: E731
+        key = ("openvino", cache_key, self.n_threads)
+        self.compiled = build() if cache_key is None else in_memory(key, build)
         self._requests = threading.local()
 
     def run(self, pixels: np.ndarray) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import warnings
 from typing import Callable
@@ -11,14 +12,22 @@ import torch
 from torch import nn
 
 from ..images import Preprocessing
-from ._openvino import OpenVinoEngine, openvino_available
+from ._openvino import OpenVinoEngine, openvino_available, read_model
 from ._ort import ParallelRuns, ParallelSession
 from .cache import cached_files, in_memory
 from .devices import cpu_chunk_size
 from .folding import fold_batch_norms
 from .graphs import FeatureSpec, PooledFeatures, export_features
 
-__all__ = ["ENGINES", "LazyEngine", "OnnxEngine", "OpenVinoEngine", "TorchEngine", "build_engine"]
+__all__ = [
+    "ENGINES",
+    "PRECISIONS",
+    "LazyEngine",
+    "OnnxEngine",
+    "OpenVinoEngine",
+    "TorchEngine",
+    "build_engine",
+]
 
 #: Values of ``ConvFeatureTransformer(engine=...)``.
 ENGINES = ("auto", "torch", "onnxruntime", "openvino")
@@ -29,6 +38,8 @@ ENGINES = ("auto", "torch", "onnxruntime", "openvino")
 _EXPORTED = ("openvino", "onnxruntime")
 _AUTO = ("onnxruntime",)
 _NAMES = {"openvino": "OpenVINO", "onnxruntime": "ONNX Runtime"}
+#: Values of ``ConvFeatureTransformer(precision=...)``; int8 runs on OpenVINO only.
+PRECISIONS = ("fp32", "int8")
 
 
 class TorchEngine:
@@ -134,6 +145,7 @@ def build_engine(
     compile: bool = False,
     backbone: str = "",
     cache_key: str | None = None,
+    int8: tuple | None = None,
 ):
     """Build the engine that computes pooled features of the fitted network.
 
@@ -160,6 +172,10 @@ def build_engine(
         The network's key in the engine cache (:mod:`skconv.engine.cache`): the
         exported graph and OpenVINO's model are made once per key, in this process
         and on disk. None exports afresh.
+    int8 : tuple or None, default=None
+        The ``(xml, weights)`` of :func:`int8_graph`: run that quantized graph with
+        OpenVINO (``kind`` must be ``"auto"`` or ``"openvino"``), with no probe, since
+        its features differ from torch's by design.
 
     Returns
     -------
@@ -172,6 +188,13 @@ def build_engine(
         engine is not installed, the network does not export, or the exported graph
         does not match torch; the message names the backbone and the engines available.
     """
+    if int8 is not None:
+        if kind not in ("auto", "openvino") or device.type != "cpu":
+            raise ValueError(
+                f"precision='int8' runs on OpenVINO on the CPU, not engine={kind!r} on "
+                f"device={str(device)!r}."
+            )
+        return _int8_engine(int8, spec.preprocessing)
     torch_engine = TorchEngine(module, spec, device, compile=compile)
     if kind == "torch" or (kind == "auto" and (device.type != "cpu" or compile)):
         return torch_engine
@@ -240,6 +263,18 @@ def _exported_graph(torch_engine: TorchEngine, spec: FeatureSpec, cache_key: str
         ("onnx", cache_key),
         lambda: cached_files("onnx", cache_key, ("features.onnx",), build, load, export),
     )
+
+
+def _int8_engine(int8: tuple, preprocessing: Preprocessing) -> OpenVinoEngine:
+    if not openvino_available():  # a pickle of an int8 transformer, opened without it
+        raise ValueError(
+            "This transformer was fitted with precision='int8', which runs on OpenVINO, "
+            "and openvino is not installed (pip install 'skconv[openvino]')."
+        )
+    # Compiled once per quantized graph in this process: clones share it.
+    key = "int8-" + hashlib.sha256(int8[0] + int8[1]).hexdigest()
+    threads = torch.get_num_threads()
+    return OpenVinoEngine(b"", preprocessing, threads, key, model=lambda: read_model(*int8))
 
 
 def _exported_engine(name: str, graph: bytes, preprocessing: Preprocessing, cache_key):

@@ -207,13 +207,14 @@ def test_refit_trains_on_every_image_for_the_epochs_early_stopping_chose(synthet
     assert not np.allclose(clf.predict_proba(X_val), plain.predict_proba(X_val), atol=1e-3)
 
 
-def test_safety_net_replaces_a_network_that_learnt_nothing(synthetic, capsys):
+@pytest.mark.parametrize("refit", [True, False])
+def test_safety_net_replaces_a_network_that_learnt_nothing(synthetic, capsys, refit):
     from skorch import NeuralNetClassifier
 
     X, y = synthetic
     X_val, y_val = make_ultrasound(n_per_class=4, image_size=48, random_state=5)
     clf = FineTuneClassifier(
-        **{**TINY, "refit": True}, lr=0.0, max_epochs=1, verbose=1, blend_probe=True,
+        **{**TINY, "refit": refit}, lr=0.0, max_epochs=1, verbose=1, blend_probe=True,
         train_split=predefined_split(Dataset(X_val, y_val)),
     ).fit(X, y)  # fmt: skip
     assert "predicting with the" in capsys.readouterr().out
@@ -225,7 +226,13 @@ def test_safety_net_replaces_a_network_that_learnt_nothing(synthetic, capsys):
     network = NeuralNetClassifier.predict_proba(clf, X_val)
     expected = weight * network + (1 - weight) * clf.probe_.predict_proba(X_val)
     np.testing.assert_allclose(clf.predict_proba(X_val), expected, atol=1e-6)
-    assert clf.refit_epochs_ is None if weight == 0 else clf.refit_epochs_ == 1
+    if refit:
+        assert clf.refit_epochs_ is None if weight == 0 else clf.refit_epochs_ == 1
+    else:
+        assert clf.refit_epochs_ is None
+    # The probe learns from the images the network learns from: all of them with refit.
+    seen = clf.probe_.head_.named_steps["scale"].n_samples_seen_
+    assert seen == len(X) + len(X_val) if refit else seen == len(X)
     again = pickle.loads(pickle.dumps(clf))
     np.testing.assert_array_equal(again.predict_proba(X_val), clf.predict_proba(X_val))
 

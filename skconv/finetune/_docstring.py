@@ -176,7 +176,9 @@ CLASSIFIER_DOC = """Fine-tune a pretrained ConvNet on a new image classification
     chosen_ : {"network", "probe", "blend"}
         What ``predict`` uses: ``network_weight_`` 1, 0, or in between.
     probe_ : LinearProbe or None
-        The linear probe, refitted on all images; None when ``network_weight_`` is 1.
+        The linear probe; refitted on the training and validation images with
+        ``refit``, else fitted on the training part only. None when
+        ``network_weight_`` is 1.
     blend_losses_ : dict or None
         Validation log loss of each network weight tried.
     validation_proba_ : ndarray or None

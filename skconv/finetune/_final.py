@@ -43,7 +43,7 @@ def finish_fit(net, train, valid, groups) -> None:
         probe_proba = probe.predict_proba(features=valid_features)
         weight, net.blend_losses_ = choose_network_weight(network_proba, probe_proba, valid_codes)
         net.validation_proba_ = weight * network_proba + (1 - weight) * probe_proba
-        if weight < 1:
+        if weight < 1 and net.refit:  # the probe uses every image when the network does
             probe.refit(np.vstack([train_features, valid_features]), all_codes)
     if net.refit and weight > 0:
         _refit_network(net, all_images, all_codes)

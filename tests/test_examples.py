@@ -1,37 +1,18 @@
-"""The documentation's examples run on the synthetic set and write their figures."""
+"""Every example of docs/examples is on the examples page (make docs runs them)."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "docs" / "examples").glob("*.py"))
 
 
-@pytest.mark.real_data
-@pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
-@pytest.mark.slow
-def test_example_runs_and_writes_its_figure(script, tmp_path):
-    env = {**os.environ, "SKCONV_EXAMPLES_OUT": str(tmp_path), "HF_HUB_OFFLINE": "1"}
-    subprocess.run(
-        [sys.executable, str(script)],
-        check=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=300,
-        capture_output=True,
-    )
-    figures = re.findall(r'"(\w+\.png)"', script.read_text())
-    assert figures, f"{script.name} names no figure"
-    for name in figures:
-        with Image.open(tmp_path / name) as image:
-            assert image.size[0] >= 200 and image.size[1] >= 150
+# Running the examples is make docs' job (CI runs it): it executes each one and the
+# Sphinx build, warnings as errors, fails on a figure one did not write. Running them
+# here too cost make test 37 s.
 
 
 def test_every_example_is_shown_in_the_docs():

@@ -184,11 +184,11 @@ def int8_graph(module, spec, pixels: np.ndarray, cache_key=None, verbose: bool =
             "precision='int8' needs the openvino and nncf packages, which are not "
             "installed (pip install 'skconv[openvino]'); available precisions: 'fp32'."
         )
-    device = torch.device("cpu")
-    graph = _exported_graph(TorchEngine(module, spec, device), spec, cache_key)
 
     def quantize():
-        return quantize_features(graph, pixels, verbose=verbose)
+        # Exported only when quantizing: a cached graph needs no torch engine built.
+        engine = TorchEngine(module, spec, torch.device("cpu"))
+        return quantize_features(_exported_graph(engine, spec, cache_key), pixels, verbose)
 
     if cache_key is None:
         return quantize()

@@ -6,6 +6,7 @@ import joblib
 import numpy as np
 import pytest
 from cli_helpers import BACKBONE, FIT_FILES, assert_valid_png, run, tree
+from sklearn.utils import Bunch
 
 from skconv.cli import main
 
@@ -194,6 +195,33 @@ def test_fit_compare_usage_errors(images, tmp_path):
     assert code == 2
     assert "--compare fits both modes; leave out --mode." in stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fit_precision_goes_to_the_feature_extractor(images, tmp_path, monkeypatch):
+    import skconv.experiment
+    from skconv.engine import int8_available
+
+    calls = []
+
+    def fake_fit_folder(data, out, **kwargs):  # the fit itself is tested elsewhere
+        calls.append(kwargs)
+        return Bunch(files=["model.joblib"])
+
+    monkeypatch.setattr(skconv.experiment, "fit_folder", fake_fit_folder)
+    code, _, stderr = run("fit", images, "--precision", "int8", "--out", tmp_path / "a")
+    if int8_available():
+        assert code == 0, stderr
+        assert calls[-1]["precision"] == "int8" and calls[-1]["mode"] == "features"
+    else:
+        assert code == 2 and "pip install 'skconv[openvino]'" in stderr
+    assert run("fit", images, "--out", tmp_path / "b")[0] == 0
+    assert calls[-1]["precision"] == "fp32"  # the default
+    for extra in (["--mode", "finetune"], ["--compare"]):
+        out = tmp_path / "o"
+        code, _, stderr = run("fit", images, "--precision", "int8", *extra, "--out", out)
+        assert code == 2
+        assert "--precision int8 applies to --mode features without --compare" in stderr
+    assert not (tmp_path / "o").exists()
 
 
 def test_fit_on_dicom_files_writes_nothing_of_their_metadata(tmp_path):

@@ -260,6 +260,13 @@ def test_fit_folder_verbose_prints_the_split_the_progress_and_the_metrics(
     [
         ("new", dict(mode="svm"), ValueError, "mode must be 'features' or 'finetune', got 'svm'"),
         ("new", dict(epochs=2), ValueError, "epochs applies to mode='finetune' only"),
+        ("new", dict(precision="int16"), ValueError, "precision must be 'fp32' or 'int8'"),
+        (
+            "new",
+            dict(mode="finetune", precision="int8"),
+            ValueError,
+            "precision='int8' applies to mode='features' alone",
+        ),
         ("new", dict(backbone="resnet5O"), ValueError, "Unknown backbone 'resnet5O'"),
         ("full", {}, FileExistsError, "out '.*full' exists and is not empty"),
         ("inside", {}, ValueError, "out '.*run' lies inside data '.*us'"),
@@ -312,3 +319,14 @@ def test_fit_folder_report_html_opens_in_chromium(quiet_fit):
     assert all(url.startswith(("file:", "data:")) for url in seen["requests"]), seen["requests"]
     assert [m for m in seen["console"] if m[0] == "error"] == [] and seen["errors"] == []
     assert seen["screenshot"].std() > 20
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_the_features_recipe_takes_the_precision(precision):
+    from skconv.experiment import build_model
+
+    model = build_model(
+        "features", "efficientnet_lite0", image_size=None, epochs=None, random_state=0,
+        validation=None, verbose=0, precision=precision,
+    )  # fmt: skip
+    assert model.named_steps["features"].precision == precision

@@ -59,6 +59,7 @@ _LAZY = {
     "LazyEngine": "engines",
     "PRECISIONS": "engines",
     "calibrate_int8": "quantize",
+    "int8_available": "quantize",
     "int8_graph": "quantize",
     "OnnxEngine": "engines",
     "OpenVinoEngine": "_openvino",

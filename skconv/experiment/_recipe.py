@@ -9,13 +9,13 @@ DEFAULT_BACKBONE = "efficientnet_lite0"  # small, CPU-friendly, packaged: works 
 
 
 class RecipeError(ValueError):
-    """A combination of ``mode``, ``compare`` and ``epochs`` that the recipe does not make.
+    """A combination of ``mode``, ``compare``, ``epochs`` and ``precision`` not in the recipe.
 
     Parameters
     ----------
     message : str
         What is wrong, in the library's words.
-    rule : {"mode", "compare", "epochs"}
+    rule : {"mode", "compare", "epochs", "precision_value", "precision", "int8_missing"}
         The rule broken, so that the command line can say it in its own flags.
     """
 
@@ -24,8 +24,10 @@ class RecipeError(ValueError):
         self.rule = rule
 
 
-def check_recipe(mode: str, *, compare: bool = False, epochs: int | None = None) -> None:
-    """Check that ``mode``, ``compare`` and ``epochs`` go together.
+def check_recipe(
+    mode: str, *, compare: bool = False, epochs: int | None = None, precision: str = "fp32"
+) -> None:
+    """Check that ``mode``, ``compare``, ``epochs`` and ``precision`` go together.
 
     Parameters
     ----------
@@ -35,6 +37,10 @@ def check_recipe(mode: str, *, compare: bool = False, epochs: int | None = None)
         Fit both modes and choose (then ``mode`` stays ``"features"``).
     epochs : int or None, default=None
         Epochs of fine-tuning; only with ``mode="finetune"`` or ``compare``.
+    precision : {"fp32", "int8"}, default="fp32"
+        Precision of the feature extractor (:class:`~skconv.ConvFeatureTransformer`'s
+        ``precision``); ``"int8"`` only with ``mode="features"`` and without
+        ``compare``, and only where OpenVINO and NNCF are installed.
 
     Returns
     -------
@@ -65,6 +71,24 @@ def check_recipe(mode: str, *, compare: bool = False, epochs: int | None = None)
         raise RecipeError(
             "epochs applies to mode='finetune' only; the features mode has no epochs.", "epochs"
         )
+    from ..engine import PRECISIONS, int8_available
+
+    if precision not in PRECISIONS:
+        raise RecipeError(
+            f"precision must be 'fp32' or 'int8', got {precision!r}.", "precision_value"
+        )
+    if precision != "fp32" and (mode != "features" or compare):
+        raise RecipeError(
+            "precision='int8' applies to mode='features' alone (fine-tuning trains in "
+            "fp32; compare fits every backbone).",
+            "precision",
+        )
+    if precision == "int8" and not int8_available():
+        raise RecipeError(
+            "precision='int8' needs the openvino and nncf packages, which are not installed "
+            "(pip install 'skconv[openvino]'); available precisions: 'fp32'.",
+            "int8_missing",
+        )
 
 
 def linear_head(**params):
@@ -74,20 +98,25 @@ def linear_head(**params):
     return LogisticRegression(max_iter=2000, **params)
 
 
-def feature_transformer(backbone: str, *, image_size, verbose):
+def feature_transformer(backbone: str, *, image_size, verbose, precision: str = "fp32"):
     """The feature extractor of a feature model, quiet unless ``verbose``."""
     from ..features import ConvFeatureTransformer
 
-    return ConvFeatureTransformer(backbone, image_size=image_size, verbose=1 if verbose else 0)
+    return ConvFeatureTransformer(
+        backbone, image_size=image_size, precision=precision, verbose=1 if verbose else 0
+    )
 
 
-def features_model(backbone: str, *, image_size, verbose, head=None):
+def features_model(backbone: str, *, image_size, verbose, head=None, precision: str = "fp32"):
     """A pipeline of :func:`feature_transformer` and ``head`` (:func:`linear_head`)."""
     from sklearn.pipeline import Pipeline
 
+    features = feature_transformer(
+        backbone, image_size=image_size, verbose=verbose, precision=precision
+    )
     return Pipeline(
         [
-            ("features", feature_transformer(backbone, image_size=image_size, verbose=verbose)),
+            ("features", features),
             ("head", linear_head() if head is None else head),
         ]
     )
@@ -117,10 +146,14 @@ def finetune_model(validation, *, image_size, random_state, verbose, **params):
     return FineTuneClassifier(**settings)
 
 
-def build_model(mode, backbone, *, image_size, epochs, random_state, validation, verbose):
+def build_model(
+    mode, backbone, *, image_size, epochs, random_state, validation, verbose, precision="fp32"
+):
     """The unfitted model of ``mode``: :func:`features_model` or :func:`finetune_model`."""
     if mode == "features":
-        return features_model(backbone, image_size=image_size, verbose=verbose)
+        return features_model(
+            backbone, image_size=image_size, verbose=verbose, precision=precision
+        )
     extra = {} if epochs is None else {"max_epochs": epochs}
     return finetune_model(
         validation,

@@ -25,6 +25,7 @@ def describe_model(model, mode: str) -> dict:
             "backbone": features.backbone_,
             "image_size": features.preprocessing_.image_size,
             "n_features": features.n_features_out_,
+            "precision": getattr(features, "precision", "fp32"),
             "head": repr(model.named_steps["head"]),
         }
     # The pass that early stopping watched (the refit on all images has no validation).

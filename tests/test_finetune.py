@@ -104,6 +104,17 @@ def test_last_layers_train_on_cached_views_and_the_trunk_stays_as_loaded(synthet
     # The cached views' network is the network that predicts: trunk, then tail.
     trunk, tail_part = clf.module_.parts("layer3")
     assert {id(p) for p in tail_part.parameters()} <= {id(p) for p in clf.module_.parameters()}
+    # The views were computed by a copy of the trunk with its batch norms folded.
+    fast = clf.module_.frozen_trunk("layer3")
+
+    def batch_norms(module):
+        return sum(isinstance(m, torch.nn.BatchNorm2d) for m in module.modules())
+
+    assert batch_norms(trunk) == 15 and batch_norms(fast) == 1  # the stem's is a stage
+    assert not {id(p) for p in fast.parameters()} & {id(p) for p in trunk.parameters()}
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), trunk.eval()(x), atol=1e-4, rtol=1e-4)
 
 
 def test_the_head_starts_from_the_linear_probe(synthetic):
@@ -189,17 +200,35 @@ def test_early_stopping_restores_the_best_epoch(synthetic):
     assert np.argmin(losses) < len(losses) - 1 or len(losses) == 6
 
 
-def test_refit_trains_on_every_image_for_the_epochs_early_stopping_chose(synthetic):
+def test_refit_trains_on_every_image_for_the_epochs_early_stopping_chose(synthetic, monkeypatch):
+    from skconv.finetune import _data
+
     X, y = synthetic
     X_val, y_val = make_ultrasound(n_per_class=4, image_size=48, random_state=5)
     params = dict(TINY, lr=0.05, max_epochs=3, patience=1, blend_probe=False, refit=True,
                   train_split=predefined_split(Dataset(X_val, y_val)))  # fmt: skip
+    runs = []  # (images, views, maps) of each trunk run
+
+    def recorded(trunk, images, *args, **kwargs):
+        maps = trunk_views(trunk, images, *args, **kwargs)
+        runs.append((len(images), maps.shape[0], maps))
+        return maps
+
+    trunk_views = _data.trunk_views
+    monkeypatch.setattr(_data, "trunk_views", recorded)
     clf = FineTuneClassifier(**params).fit(X, y)
     losses = clf.validation_history_[:, "valid_loss"]
     assert clf.refit_epochs_ == np.argmin(losses) + 1 == len(clf.history)
     assert "valid_loss" not in clf.history[-1]  # nothing held out any more
     seen = sum(batch["train_batch_size"] for batch in clf.history[-1]["batches"])
     assert seen == len(X) + len(X_val)
+    # The refit reuses the training part's views: the trunk runs on the validation
+    # images alone (all their views), not on every image again.
+    n_views = clf.n_views
+    assert [r[:2] for r in runs] == [(len(X), n_views), (len(X_val), 1), (len(X_val), n_views)]
+    # ... of those images: the refit's view 0 of them is their plain validation view.
+    torch.testing.assert_close(runs[2][2][0].float(), runs[1][2][0], atol=2e-3, rtol=2e-3)
+    assert "_train_views" not in vars(clf)  # dropped: it would be pickled with the model
     # The held-out probabilities are those of the early-stopped network, before the refit.
     plain = FineTuneClassifier(**{**params, "refit": False}).fit(X, y)
     assert plain.refit_epochs_ is None and plain.validation_history_ is None

@@ -187,19 +187,22 @@ class FineTuneClassifier(NeuralNetClassifier):
         """
         restart = not (self.warm_start and self.initialized_)
         codes = self._checked_codes(X, y, new_labels=restart)
-        with seeded_rng(self.random_state, self.device):
-            # The seed of the augmented views: a resumed fit draws the same ones again.
-            self.view_seed_ = int(torch.randint(0, 2**31 - 1, ()).item())
-            if restart:
-                self.initialize()  # as skorch's fit, which would validate a second time
-                reset_final_model(self)
-            self._train(X, codes, groups, fit_params, entry="fit")
-        parts = self.__dict__.pop("_split_parts", (None, None))
-        # Not after a warm start (it trains the network further) nor a Ctrl-C.
-        if restart and training_finished(self):
-            seed = None if self.random_state is None else self.random_state + 1
-            with seeded_rng(seed, self.device):
-                self._finish_fit(*parts, groups)
+        try:
+            with seeded_rng(self.random_state, self.device):
+                # The seed of the augmented views: a resumed fit draws the same ones again.
+                self.view_seed_ = int(torch.randint(0, 2**31 - 1, ()).item())
+                if restart:
+                    self.initialize()  # as skorch's fit, which would validate a second time
+                    reset_final_model(self)
+                self._train(X, codes, groups, fit_params, entry="fit")
+            parts = self.__dict__.pop("_split_parts", (None, None))
+            # Not after a warm start (it trains the network further) nor a Ctrl-C.
+            if restart and training_finished(self):
+                seed = None if self.random_state is None else self.random_state + 1
+                with seeded_rng(seed, self.device):
+                    self._finish_fit(*parts, groups)
+        finally:
+            self.__dict__.pop("_train_views", None)  # never pickled with the model
         return self
 
     def partial_fit(self, X, y=None, classes=None, groups=None, **fit_params):
@@ -228,6 +231,7 @@ class FineTuneClassifier(NeuralNetClassifier):
             self.view_seed_ = int(torch.randint(0, 2**31 - 1, ()).item())
         self._train(X, codes, groups, fit_params, entry="partial_fit")
         self.__dict__.pop("_split_parts", None)
+        self.__dict__.pop("_train_views", None)
         return self
 
     def _finish_fit(self, train, valid, groups) -> None:
@@ -313,6 +317,7 @@ class FineTuneClassifier(NeuralNetClassifier):
     def _trunk_datasets(self, stage: str, train, valid):
         """Cached trunk outputs of the training views and of the validation images."""
         augmentation = TrainAugmentation(self.preprocessing_) if self.augment else None
+        refitting = getattr(self, "_final_pass", None) is not None
         train, valid = trunk_datasets(
             self.module_,
             stage,
@@ -325,7 +330,11 @@ class FineTuneClassifier(NeuralNetClassifier):
             batch_size=self.batch_size,
             num_workers=self.num_workers,
             device=self.device,
+            # The refit's first images are the first pass's training part: same views.
+            known=self.__dict__.pop("_train_views", None) if refitting else None,
         )
+        if not refitting:
+            self._train_views = train  # for the refit; fit drops it before returning
         if self.head_init == "linear_probe" and not len(self.history):
             # Not when resuming: the head is restored.
             self.module_.init_head_from_probe(

@@ -346,37 +346,56 @@ def trunk_datasets(
     batch_size: int,
     num_workers: int,
     device,
+    known: TrunkViews | None = None,
 ) -> tuple[TrunkViews, TrunkViews | None]:
     """Cut ``module`` after ``stage``, freeze the trunk, and cache its outputs.
 
     The training images get ``n_views`` views (float16, seeded by ``view_seed``), the
     validation images their plain view in float32: their loss is the network's own.
+    The trunk runs with its batch norms folded (:meth:`FineTuneNet.frozen_trunk`).
+    ``known`` holds views of the first training images already computed by the same
+    trunk (the refit's: the first pass's training part); only the others are run.
     """
     trunk, tail = module.parts(stage)
     trainable = {id(p) for p in tail.parameters()}
     for param in module.backbone.parameters():
         param.requires_grad_(id(param) in trainable)
     trunk.eval()
+    fast_trunk = module.frozen_trunk(stage)
 
-    def views(dataset, n, seed, dtype):
+    def views(dataset, n, seed, dtype, known=None):
         images, codes, labels = images_of(dataset)
-        maps = trunk_views(
-            trunk,
-            images,
-            preprocessing,
-            augmentation,
-            n,
-            seed=seed,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            device=device,
-            dtype=dtype,
-        )
+        done = _usable(known, n, codes)
+        maps = known.maps if done else None
+        if done < len(images):
+            new = trunk_views(
+                fast_trunk,
+                images[done:],
+                preprocessing,
+                augmentation,
+                n,
+                seed=seed + 1 if done else seed,  # the new images' own draws
+                batch_size=batch_size,
+                num_workers=num_workers,
+                device=device,
+                dtype=dtype,
+            )
+            maps = new if maps is None else torch.cat([maps, new], dim=1)
         return TrunkViews(maps, codes, labels, getattr(dataset, "indices", None))
 
-    train = views(train, n_views, view_seed, torch.float16)
+    train = views(train, n_views, view_seed, torch.float16, known)
     valid = None if valid is None else views(valid, 1, 0, torch.float32)
     return train, valid
+
+
+def _usable(known: TrunkViews | None, n_views: int, codes) -> int:
+    """How many leading images ``known`` covers (0 when its views do not fit)."""
+    if known is None or known.maps.shape[0] != n_views or codes is None:
+        return 0
+    done = len(known)
+    if done > len(codes) or not np.array_equal(known.codes, codes[:done]):
+        return 0
+    return done
 
 
 def as_eval_dataset(dataset, preprocessing: Preprocessing, encode):

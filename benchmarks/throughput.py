@@ -3,6 +3,11 @@
 Run from the project root:
     .venv/bin/python benchmarks/throughput.py [BUSI_DIR] [--quick]
 Writes benchmarks/results/throughput.md and .json.
+    .venv/bin/python benchmarks/throughput.py [BUSI_DIR] --engines
+Writes benchmarks/results/throughput_engines.md and .json: the engines a user can pick,
+by hand (ONNX Runtime, OpenVINO) and through skconv (default, engine="openvino",
+precision="int8"), first call and steady state, with the fraction of the CPU's fp32 peak
+(see engines_main; about 20 minutes).
 
 Per backbone (EfficientNet-Lite0, Lite2, the Caffe SqueezeNet), on the same BUSI PNGs:
 
@@ -73,12 +78,9 @@ def timed(fn):
     return time.perf_counter() - start
 
 
-def plain_loop(paths, backbone):
-    """What a user writes by hand with timm's transform and the same network."""
-    bb = load_backbone(backbone)
-    model = bb.module.eval()  # same weights; NCHW, eager, no_grad
-    p = bb.preprocessing
-    transform = create_transform(
+def timm_transform(p):
+    """timm's eval transform for skconv's preprocessing ``p``: what a user's loop applies."""
+    return create_transform(
         **resolve_data_config(
             {
                 "input_size": (3, p.image_size, p.image_size),
@@ -89,6 +91,13 @@ def plain_loop(paths, backbone):
             }
         )
     )
+
+
+def plain_loop(paths, backbone):
+    """What a user writes by hand with timm's transform and the same network."""
+    bb = load_backbone(backbone)
+    model = bb.module.eval()  # same weights; NCHW, eager, no_grad
+    transform = timm_transform(bb.preprocessing)
 
     def run():
         with torch.no_grad():
@@ -461,5 +470,333 @@ def write_markdown(results, small, big):
     (OUT / "throughput.md").write_text("\n".join(lines) + "\n")
 
 
+# --------------------------------------------------------------------------- --engines
+# The engines a user can pick side by side, by hand and through skconv, in one alternating
+# run per backbone; writes throughput_engines.md and .json.
+
+ENGINE_IMAGES = 32 if QUICK else 256
+ENGINE_REPEATS = 1 if QUICK else 3
+ENGINE_BACKBONES = ("efficientnet_lite0",) if QUICK else (
+    "efficientnet_lite0", "efficientnet_lite2", "squeezenet1_1_caffe"
+)  # fmt: skip
+
+
+class _Pooled(torch.nn.Module):
+    """The network and its global average pooling, as a user exports it: floats in."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        (fmap,) = self.net(x)
+        return fmap.mean(dim=(2, 3))
+
+
+def exported_by_hand(backbone):
+    """The ONNX bytes a user exports once beforehand, and the timm transform."""
+    from skconv.engine import export_onnx_bytes
+
+    bb = load_backbone(backbone)
+    side = bb.preprocessing.image_size
+    model = _Pooled(bb.module.eval()).eval()
+    graph = export_onnx_bytes(model, torch.zeros(2, 3, side, side), "x", ["features"])
+    return graph, timm_transform(bb.preprocessing), model
+
+
+def _decoded_batches(paths, transform):
+    for start in range(0, len(paths), BATCH):
+        images = [transform(Image.open(f).convert("RGB")) for f in paths[start : start + BATCH]]
+        yield start, torch.stack(images).numpy()
+
+
+def ort_by_hand(paths, graph, transform):
+    """ONNX Runtime with default session options, batches of 32 decoded by PIL + timm."""
+    session = onnxruntime.InferenceSession(graph, providers=["CPUExecutionProvider"])
+    out = np.empty((len(paths), session.get_outputs()[0].shape[1] or 0), np.float32)
+
+    def run():
+        for start, batch in _decoded_batches(paths, transform):
+            out[start : start + len(batch)] = session.run(None, {"x": batch})[0]
+        return out
+
+    return run
+
+
+def ov_by_hand(paths, graph, transform, precision_f32=True):
+    """OpenVINO with PERFORMANCE_HINT=THROUGHPUT and an AsyncInferQueue, one image a request.
+
+    ``precision_f32`` pins INFERENCE_PRECISION_HINT to f32, as skconv does: on a CPU with
+    bfloat16 units OpenVINO would otherwise compute in bfloat16 (other features).
+    """
+    import io
+
+    import openvino as ov
+
+    core = ov.Core()
+    model = ov.convert_model(io.BytesIO(graph))
+    side = model.inputs[0].partial_shape[2].get_length()
+    model.reshape([1, 3, side, side])
+    config = {"PERFORMANCE_HINT": "THROUGHPUT"}
+    if precision_f32:
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+    compiled = core.compile_model(model, "CPU", config)
+    queue = ov.AsyncInferQueue(compiled)
+    out = {}
+
+    def keep(request, index):
+        out[index] = request.get_output_tensor(0).data[0].copy()
+
+    queue.set_callback(keep)
+
+    def run():
+        for start, batch in _decoded_batches(paths, transform):
+            for i in range(len(batch)):
+                queue.start_async({0: batch[i : i + 1]}, userdata=start + i)
+        queue.wait_all()
+        return np.stack([out[i] for i in range(len(paths))])
+
+    return run, len(queue)
+
+
+def flops_per_image(model, side):
+    """Floating-point operations of one forward pass (a multiply-add counts 2), by torch's
+    FlopCounterMode: convolutions and matrix products, not the element-wise layers."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(1, 3, side, side))
+    return counter.get_total_flops()
+
+
+def fp32_peak():
+    """This CPU's fp32 peak in FLOP/s, and how it was counted."""
+    info = Path("/proc/cpuinfo").read_text()
+    flags = next(line for line in info.splitlines() if line.startswith("flags")).split()
+    mhz = float(
+        next(line for line in info.splitlines() if line.startswith("cpu MHz")).split(":")[1]
+    )
+    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
+    cores = torch.get_num_threads()
+    peak = cores * mhz * 1e6 * 2 * lanes * 2  # two FMA units, two FLOPs per lane
+    how = (
+        f"{cores} cores x {mhz / 1000:.2f} GHz (cpu MHz of /proc/cpuinfo, no turbo) x 2 FMA "
+        f"units x {lanes} fp32 lanes ({'AVX-512' if lanes == 16 else 'AVX2'}) x 2 FLOPs = "
+        f"{peak / 1e9:.0f} GFLOP/s"
+    )
+    return peak, how
+
+
+def bench_engines(backbone, paths):
+    """Every path of one backbone, alternating ENGINE_REPEATS times; images/s per run."""
+    from skconv import ConvFeatureTransformer
+
+    graph, transform, model = exported_by_hand(backbone)
+    side = load_backbone(backbone).preprocessing.image_size
+    runs = {"ort_by_hand": ort_by_hand(paths, graph, transform)}
+    runs["ov_by_hand_f32"], n_requests = ov_by_hand(paths, graph, transform)
+    runs["ov_by_hand_default"], _ = ov_by_hand(paths, graph, transform, precision_f32=False)
+    kinds = {
+        "default": dict(),
+        "openvino": dict(engine="openvino"),
+        "int8": dict(precision="int8"),
+    }
+    fitted = {}
+    refused = {}
+
+    def first_call(name, params):
+        def run():
+            # int8 calibrates on the images of fit; the fp32 engines need one image.
+            transformer = ConvFeatureTransformer(backbone, **params)
+            transformer.fit(paths if name == "int8" else paths[:1])
+            fitted[name] = transformer
+            return transformer.transform(paths)
+
+        return run
+
+    for name, params in kinds.items():
+        runs[f"{name}_first"] = first_call(name, params)
+        runs[f"{name}_steady"] = lambda name=name: fitted[name].transform(paths)
+    seconds: dict = {}
+    features = {}
+    for repeat in range(ENGINE_REPEATS):
+        for name, run in runs.items():
+            kind = name.rsplit("_", 1)[0]
+            if kind in refused:
+                continue
+            start = time.perf_counter()
+            try:
+                features[name] = run()
+            except ValueError as exc:  # int8 refused on this backbone
+                refused[kind] = str(exc)
+                continue
+            seconds.setdefault(name, []).append(time.perf_counter() - start)
+            print(f"{backbone} {repeat + 1} {name}: {len(paths) / seconds[name][-1]:.1f} img/s",
+                  flush=True)  # fmt: skip
+    with torch.no_grad():
+        reference = model(torch.stack([transform(Image.open(f).convert("RGB")) for f in paths]))
+    reference = reference.numpy()
+    result = {"refused": refused, "ov_requests": n_requests}
+    flops = flops_per_image(model, side)
+    peak, _ = fp32_peak()
+    for name, t in seconds.items():
+        got = features[name]
+        rel = np.abs(got - reference).max() / np.abs(reference).max()
+        cos = np.sum(got * reference, 1) / (
+            np.linalg.norm(got, axis=1) * np.linalg.norm(reference, axis=1)
+        )
+        rate = len(paths) / min(t)
+        result[name] = {
+            "seconds": t,
+            "images_per_s_best": rate,
+            "images_per_s_median": len(paths) / statistics.median(t),
+            "images_per_s_first_repeat": len(paths) / t[0],
+            "max_relative_difference_from_torch": float(rel),
+            "mean_cosine_to_torch": float(cos.mean()),
+            "fraction_of_fp32_peak": rate * flops / peak,
+        }
+    result["gflops_per_image"] = flops / 1e9
+    return result
+
+
+def engines_main():
+    import openvino
+
+    cache = tempfile.mkdtemp(prefix="skconv-engine-cache-")
+    os.environ["SKCONV_CACHE_DIR"] = cache  # first repeats pay every export and quantization
+    data = load_image_folder(BUSI)
+    paths = np.sort(data.paths)[:ENGINE_IMAGES]
+    load_before = os.getloadavg()[0]
+    peak, how = fp32_peak()
+    results = {
+        "n_images": ENGINE_IMAGES,
+        "repeats": ENGINE_REPEATS,
+        "torch_threads": torch.get_num_threads(),
+        "cpu": next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "openvino": openvino.__version__,
+        "fp32_peak_flops": peak,
+        "fp32_peak_how": how,
+        "backbones": {},
+    }
+    for backbone in ENGINE_BACKBONES:
+        results["backbones"][backbone] = bench_engines(backbone, paths)
+    small, big = (100, 200) if QUICK else (500, 5000)
+    many = np.resize(data.paths, big)
+    tmp = str(OUT / ".paths.npy")
+    try:
+        results["peak_rss_mib"] = {
+            str(n): peak_rss_mib(many[:n], "efficientnet_lite0", tmp) for n in (small, big)
+        }
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    results["load_average_before_after"] = [load_before, os.getloadavg()[0]]
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "throughput_engines.json").write_text(json.dumps(results, indent=1))
+    write_engines_markdown(results)
+
+
+ENGINE_ROWS = {
+    "ort_by_hand": "ONNX Runtime by hand (default session options)",
+    "ov_by_hand_f32": "OpenVINO by hand (THROUGHPUT hint, AsyncInferQueue, f32 pinned)",
+    "ov_by_hand_default": "OpenVINO by hand, OpenVINO's default precision",
+    "default": "`ConvFeatureTransformer()` (ONNX Runtime)",
+    "openvino": '`ConvFeatureTransformer(engine="openvino")`',
+    "int8": '`ConvFeatureTransformer(precision="int8")`',
+}
+
+
+def write_engines_markdown(results):
+    lines = [
+        "# The engines side by side: by hand and through skconv",
+        "",
+        f"Made by `python benchmarks/throughput.py --engines` on one machine ({results['cpu']}, "
+        f"{results['torch_threads']} threads, no GPU; torch {results['torch']}, onnxruntime "
+        f"{results['onnxruntime']}, openvino {results['openvino']}), the first "
+        f"{results['n_images']} BUSI PNGs (sorted paths), every path of a backbone in turn, "
+        f"{results['repeats']} rounds, in one process with an empty engine cache at the start. "
+        "Images/s end to end from the files, best round (median; first round in brackets "
+        "after it: it pays the export, and for int8 the quantization). Load average "
+        f"before/after: {results['load_average_before_after'][0]:.2f} / "
+        f"{results['load_average_before_after'][1]:.2f}.",
+        "",
+        "By hand: the network with its average pooling exported to ONNX once beforehand, "
+        "each batch of 32 decoded by PIL and timm's eval transform, then run. skconv's first "
+        "call: a new transformer's `fit` (one image; int8: all of them, its calibration) and "
+        "`transform`; steady: a second `transform`. % of peak: GFLOPs per image (torch's "
+        "FlopCounterMode: convolutions and matrix products, a multiply-add counted as 2) "
+        f"times images/s over the fp32 peak, {results['fp32_peak_how']}.",
+        "",
+    ]
+    for backbone, r in results["backbones"].items():
+        lines += [
+            f"## {backbone} ({r['gflops_per_image']:.2f} GFLOPs per image)",
+            "",
+            "| path | first call | steady state | % of fp32 peak (best) | largest difference "
+            "from torch (relative) | mean cosine to torch |",
+            "|---|---|---|---|---|---|",
+        ]
+        for key, label in ENGINE_ROWS.items():
+            if key in r.get("refused", {}):
+                lines.append(f"| {label} | refused: {r['refused'][key]} | | | | |")
+                continue
+            first = r.get(key) or r.get(f"{key}_first")
+            steady = r.get(f"{key}_steady")
+            if first is None:
+                continue
+
+            def rate(m):
+                return (
+                    f"{m['images_per_s_best']:.1f} ({m['images_per_s_median']:.1f}; "
+                    f"{m['images_per_s_first_repeat']:.1f})"
+                )
+
+            best = steady or first
+            lines.append(
+                f"| {label} | {rate(first)} | {rate(steady) if steady else '-'} "
+                f"| {100 * best['fraction_of_fp32_peak']:.1f} "
+                f"| {best['max_relative_difference_from_torch']:.1e} "
+                f"| {best['mean_cosine_to_torch']:.4f} |"
+            )
+        default = r.get("default_first")
+        by_hand = r.get("ov_by_hand_f32")
+        int8 = r.get("int8_first")
+        if default and by_hand:
+            lines += [
+                "",
+                f"Default first call / OpenVINO by hand (f32): "
+                f"{default['images_per_s_best'] / by_hand['images_per_s_best']:.2f}"
+                + (
+                    f"; int8 first call / default first call: "
+                    f"{int8['images_per_s_best'] / default['images_per_s_best']:.2f}"
+                    if int8
+                    else ""
+                )
+                + ".",
+            ]
+        lines.append("")
+    (small, small_mib), (big, big_mib) = results["peak_rss_mib"].items()
+    lines += [
+        "Peak RSS of `ConvFeatureTransformer().fit(paths).transform(paths)` in a fresh process "
+        f"(VmHWM): {small_mib:.0f} MiB for {small} paths, {big_mib:.0f} MiB for {big} "
+        f"(ratio {big_mib / small_mib:.2f}; target at most 1.2).",
+        "",
+    ]
+    (OUT / "throughput_engines.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
 if __name__ == "__main__":
-    main()
+    if "--engines" in sys.argv and "--markdown-only" in sys.argv:  # the tables again
+        write_engines_markdown(json.loads((OUT / "throughput_engines.json").read_text()))
+    elif "--engines" in sys.argv:
+        engines_main()
+    else:
+        main()

@@ -49,6 +49,7 @@ _LAZY = {
     "prepare_module": "devices",
     "resolve_device": "devices",
     "fold_batch_norms": "folding",
+    "folding_example": "folding",
     "OPSET": "graphs",
     "FeatureSpec": "graphs",
     "FromPixels": "graphs",

@@ -16,7 +16,7 @@ from ._openvino import OpenVinoEngine, openvino_available, read_model
 from ._ort import ParallelRuns, ParallelSession
 from .cache import cached_files, in_memory
 from .devices import cpu_chunk_size
-from .folding import fold_batch_norms
+from .folding import fold_batch_norms, folding_example
 from .graphs import FeatureSpec, PooledFeatures, export_features
 
 __all__ = [
@@ -70,11 +70,7 @@ class TorchEngine:
     ):
         self.device = device
         self.preprocessing = spec.preprocessing
-        size = spec.preprocessing.image_size
-        example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-        example = example.to(device)
-        if device.type in ("cpu", "cuda"):
-            example = example.contiguous(memory_format=torch.channels_last)
+        example = folding_example(spec.preprocessing.image_size, device)
         folded, _ = fold_batch_norms(module, example, spec.stages)
         self.model = PooledFeatures(folded, spec).eval()
         self.compiled = torch.compile(self.model, dynamic=False) if compile else None

@@ -9,7 +9,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-__all__ = ["fold_batch_norms"]
+__all__ = ["fold_batch_norms", "folding_example"]
 
 
 def _conv_types() -> tuple[type, ...]:
@@ -89,6 +89,24 @@ def _foldable_pairs(module: nn.Module, example: torch.Tensor, stages: Sequence[s
         and bn.running_mean is not None
         and bn.running_var is not None
     ]
+
+
+def folding_example(size: int, device) -> torch.Tensor:
+    """The batch :func:`fold_batch_norms` checks a folded copy on: two seeded random
+    ``size`` x ``size`` images on ``device``, channels-last where the engines run so.
+
+    Examples
+    --------
+    >>> from skconv.engine import folding_example
+    >>> folding_example(32, "cpu").shape
+    torch.Size([2, 3, 32, 32])
+    """
+    device = torch.device(device)
+    example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    example = example.to(device)
+    if device.type in ("cpu", "cuda"):
+        example = example.contiguous(memory_format=torch.channels_last)
+    return example
 
 
 def fold_batch_norms(

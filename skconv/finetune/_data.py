@@ -356,12 +356,11 @@ def trunk_datasets(
     ``known`` holds views of the first training images already computed by the same
     trunk (the refit's: the first pass's training part); only the others are run.
     """
-    trunk, tail = module.parts(stage)
+    _, tail = module.parts(stage)
     trainable = {id(p) for p in tail.parameters()}
     for param in module.backbone.parameters():
         param.requires_grad_(id(param) in trainable)
-    trunk.eval()
-    fast_trunk = module.frozen_trunk(stage)
+    fast_trunk = module.frozen_trunk(stage)  # what computes the views
 
     def views(dataset, n, seed, dtype, known=None):
         images, codes, labels = images_of(dataset)

@@ -228,17 +228,13 @@ class FineTuneNet(nn.Module):
         >>> bool(torch.allclose(net.frozen_trunk("layer3")(x), trunk(x), atol=1e-4))
         True
         """
-        from ..engine import fold_batch_norms
+        from ..engine import fold_batch_norms, folding_example
 
         trunk, _ = self.parts(stage)
         backbone = self.backbone
         param = next(backbone.parameters(), None)
         device = torch.device("cpu") if param is None else param.device
-        size = self.preprocessing.image_size
-        example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-        example = example.to(device)
-        if device.type in ("cpu", "cuda"):
-            example = example.contiguous(memory_format=torch.channels_last)
+        example = folding_example(self.preprocessing.image_size, device)
         was_training = backbone.training
         backbone.eval()
         try:

@@ -108,12 +108,13 @@ class ConvFeatureTransformer(TransformerMixin, BaseEstimator):
         (``benchmarks/results/throughput.md``). ``"openvino"``: the same graph
         compiled by OpenVINO (``benchmarks/results/engine_choice.md``). ``"torch"``: the
         network in torch, with its batch norms folded into the convolutions.
-        ``"auto"`` takes ONNX Runtime on a CPU when the network exports and its graph
-        matches torch on a probe batch, else torch with a warning that says why;
-        torch on a GPU or with ``compile``. OpenVINO (``pip install
-        'skconv[openvino]'``) runs only when named. An engine
-        that is not installed raises a ValueError naming those that are. The engine
-        is built once, on the first transform.
+        ``"auto"`` on a CPU takes OpenVINO where ``pip install 'skconv[openvino]'``
+        put it (1.5x ONNX Runtime's steady state on Lite0,
+        ``benchmarks/results/throughput_engines.md``), else ONNX Runtime: the first
+        whose graph matches torch on a probe batch; an engine passed over, or torch
+        when none matches, comes with a warning that says why. Torch on a GPU or
+        with ``compile``. An engine that is not installed raises a ValueError naming
+        those that are. The engine is built once, on the first transform.
     precision : {"fp32", "int8"}, default="fp32"
         ``"int8"``: the network quantized to 8-bit integers after training (NNCF,
         per-channel weights), calibrated in ``fit`` on up to 300 of its images spread

@@ -139,6 +139,7 @@ def _pil(images):
 # -- engines ----------------------------------------------------------------------------
 
 CPU = torch.device("cpu")
+needs_openvino = pytest.mark.skipif(not openvino_available(), reason="OpenVINO is not installed")
 SPEC = FeatureSpec(("final",), "avg", False, Preprocessing(image_size=32))
 
 
@@ -261,6 +262,18 @@ def test_auto_falls_back_to_torch_with_a_reason_and_onnxruntime_refuses(resnet, 
         build_engine("onnxruntime", resnet, SPEC, device=CPU, backbone="resnet18")
 
 
+@needs_openvino
+def test_auto_passes_over_a_failing_openvino_to_onnxruntime_with_a_reason(resnet, monkeypatch):
+    import skconv.engine.engines as inference
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no CPU plugin")
+
+    monkeypatch.setattr(inference.OpenVinoEngine, "__init__", broken)
+    with pytest.warns(RuntimeWarning, match="OpenVINO cannot run.*no CPU plugin.*ONNX Runtime"):
+        assert build_engine("auto", resnet, SPEC, device=CPU).kind == "onnxruntime"
+
+
 def test_a_graph_that_differs_from_torch_is_not_used(resnet, monkeypatch):
     import skconv.engine.engines as inference
 
@@ -268,9 +281,6 @@ def test_a_graph_that_differs_from_torch_is_not_used(resnet, monkeypatch):
         monkeypatch.setattr(engine, "__call__", lambda self, batch: np.zeros((2, 512)))
     with pytest.warns(RuntimeWarning, match="differs from torch"):
         assert build_engine("auto", resnet, SPEC, device=CPU).kind == "torch"
-
-
-needs_openvino = pytest.mark.skipif(not openvino_available(), reason="OpenVINO is not installed")
 
 
 @needs_openvino
@@ -329,6 +339,41 @@ def test_the_engine_cache_exports_once_and_rebuilds_a_corrupt_entry(resnet, monk
     np.testing.assert_array_equal(features(), want)  # rebuilt, not trusted
     assert len(exports) == 2
     assert sorted(p.name for p in onnx.parent.iterdir()) == ["features.onnx", "manifest.json"]
+
+
+_ENGINES_DESTROYED_OUT_OF_ORDER = """
+import gc, os, signal
+import torch
+from skconv.engine import FeatureSpec, build_engine
+from skconv.images import Preprocessing
+from skconv.zoo import load_backbone
+
+net = load_backbone("resnet18", weights=None).module.eval()
+spec = FeatureSpec(("final",), "avg", False, Preprocessing(image_size=32))
+first = build_engine("openvino", net, spec, device=torch.device("cpu"))
+second = build_engine("openvino", net, spec, device=torch.device("cpu"))
+del first; gc.collect(); del second; gc.collect()
+signal.signal(signal.SIGUSR1, lambda *args: print("handled"))
+os.kill(os.getpid(), signal.SIGUSR1)
+"""
+
+
+@needs_openvino
+def test_a_signal_after_openvino_models_go_out_of_order_is_handled():
+    # OpenVINO gives the compiling thread a signal stack of its own and each model puts
+    # back the one it found: destroyed out of order, the thread is left with a freed
+    # stack and dies at its next signal (first seen as a SIGSEGV at the end of a test
+    # process that had run a Dask cluster). A child process, as the failure is a crash.
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _ENGINES_DESTROYED_OUT_OF_ORDER],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert (done.returncode, done.stdout) == (0, "handled\n"), done.stderr[-2000:]
 
 
 def test_without_a_cache_folder_nothing_is_written(monkeypatch, tmp_path):

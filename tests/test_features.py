@@ -127,11 +127,13 @@ def test_contract_on_images(images, engine):
     np.testing.assert_array_equal(t.transform(frozen), out)
 
 
-def test_engines_agree_and_auto_takes_onnxruntime_on_a_cpu(images):
+def test_engines_agree_and_auto_takes_the_fastest_installed_on_a_cpu(images):
+    from skconv.engine._openvino import openvino_available
+
     auto = ConvFeatureTransformer(**{**SMALL, "engine": "auto"}, device="cpu").fit(images)
     by_torch = ConvFeatureTransformer(**SMALL).fit(images).transform(images)
     np.testing.assert_allclose(auto.transform(images), by_torch, rtol=1e-4, atol=1e-5)
-    assert auto._engine.get().kind == "onnxruntime"
+    assert auto._engine.get().kind == ("openvino" if openvino_available() else "onnxruntime")
 
 
 def test_engine_cache_key_names_weights_and_feature_spec(images):

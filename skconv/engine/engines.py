@@ -31,15 +31,13 @@ __all__ = [
 
 #: Values of ``ConvFeatureTransformer(engine=...)``.
 ENGINES = ("auto", "torch", "onnxruntime", "openvino")
-#: The exported-graph engines, and those ``"auto"`` tries on a CPU. OpenVINO ran 1.2x
-#: (Ice Lake) to 1.5x (Zen 5) ONNX Runtime's steady state (benchmarks/results/
-#: engine_choice.md, throughput_engines.md) but is not yet auto's choice: with it as the
-#: default the test process dies of a SIGSEGV, reproducibly, even without xdist (nine
-#: test files in one process, from test_features.py to test_checkpoint.py), delivered to
-#: the main thread while it waits for the child that the checkpoint kill test SIGKILLed;
-#: the same sequence passes with ONNX Runtime. Not understood yet. It runs when named.
+#: The exported-graph engines, and those ``"auto"`` tries on a CPU, fastest first:
+#: OpenVINO ran 1.2x (Ice Lake) to 1.5x (Zen 5) ONNX Runtime's steady state and 1.65x
+#: its first call (benchmarks/results/engine_choice.md, throughput_engines.md). It
+#: became auto's first choice once :func:`~skconv.engine._openvino.kept_signal_stack`
+#: mended the SIGSEGV that its compiled models left behind.
 _EXPORTED = ("openvino", "onnxruntime")
-_AUTO = ("onnxruntime",)
+_AUTO = ("openvino", "onnxruntime")
 _NAMES = {"openvino": "OpenVINO", "onnxruntime": "ONNX Runtime"}
 #: Values of ``ConvFeatureTransformer(precision=...)``; int8 runs on OpenVINO only.
 PRECISIONS = ("fp32", "int8")
@@ -151,12 +149,13 @@ def build_engine(
     Parameters
     ----------
     kind : {"auto", "torch", "onnxruntime", "openvino"}
-        ``"auto"``: on a CPU, the network exported to ONNX and run by ONNX Runtime when
-        its output matches torch on a probe batch (every stage, the pooling and the
-        mirroring); torch with a RuntimeWarning that says why when it does not. Torch
-        on other devices and with ``compile``. ``"openvino"``: the same graph compiled
-        by OpenVINO (the ``skconv[openvino]`` extra). ``"onnxruntime"`` and
-        ``"openvino"`` raise instead of falling back.
+        ``"auto"``: on a CPU, the network exported to ONNX and compiled by OpenVINO
+        (where the ``skconv[openvino]`` extra is installed) or run by ONNX Runtime,
+        the first whose output matches torch on a probe batch (every stage, the
+        pooling and the mirroring); an engine passed over, or torch when neither
+        matches, comes with a RuntimeWarning that says why. Torch on other devices and
+        with ``compile``. ``"onnxruntime"`` and ``"openvino"`` name one engine and raise
+        instead of falling back.
     module : torch.nn.Module
         The feature network as loaded (on ``device``, eval mode).
     spec : FeatureSpec

@@ -238,6 +238,7 @@ def quantize_features(
     cosine : float
         Mean cosine similarity of its features to the fp32 graph's on ``pixels``.
     """
+    import gc
     import io
     import logging
     import tempfile
@@ -251,6 +252,8 @@ def quantize_features(
         OverflowFix,
     )
 
+    from ._openvino import kept_signal_stack
+
     model = ov.convert_model(io.BytesIO(graph))
     convolutions = [op for op in model.get_ordered_ops() if op.get_type_name() == "Convolution"]
     stem = [convolutions[0].get_friendly_name()] if convolutions else []
@@ -262,19 +265,23 @@ def quantize_features(
     if not verbose:
         logger.setLevel(logging.ERROR)
         console.quiet = True
-    try:
-        quantized = nncf.quantize(
-            model,
-            dataset,
-            subset_size=len(pixels),
-            fast_bias_correction=False,
-            ignored_scope=nncf.IgnoredScope(names=stem),
-            advanced_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE),
-        )
-    finally:
-        logger.setLevel(level)
-        console.quiet = quiet
-    cosine = _mean_cosine(_features(model, pixels), _features(quantized, pixels))
+    with kept_signal_stack():  # NNCF and _features compile models
+        try:
+            quantized = nncf.quantize(
+                model,
+                dataset,
+                subset_size=len(pixels),
+                fast_bias_correction=False,
+                ignored_scope=nncf.IgnoredScope(names=stem),
+                advanced_parameters=AdvancedQuantizationParameters(
+                    overflow_fix=OverflowFix.ENABLE
+                ),
+            )
+        finally:
+            logger.setLevel(level)
+            console.quiet = quiet
+        cosine = _mean_cosine(_features(model, pixels), _features(quantized, pixels))
+        gc.collect()  # NNCF's compiled models go while the stack is still put back
     with tempfile.TemporaryDirectory() as folder:
         xml = Path(folder) / "model.xml"
         ov.save_model(quantized, xml, compress_to_fp16=False)

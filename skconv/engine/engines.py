@@ -34,7 +34,7 @@ ENGINES = ("auto", "torch", "onnxruntime", "openvino")
 #: The exported-graph engines, and those ``"auto"`` tries on a CPU, fastest first:
 #: OpenVINO ran 1.2x (Ice Lake) to 1.5x (Zen 5) ONNX Runtime's steady state and 1.65x
 #: its first call (benchmarks/results/engine_choice.md, throughput_engines.md). It
-#: became auto's first choice once :func:`~skconv.engine._openvino.kept_signal_stack`
+#: became auto's first choice once ``_openvino.kept_signal_stack``
 #: mended the SIGSEGV that its compiled models left behind.
 _EXPORTED = ("openvino", "onnxruntime")
 _AUTO = ("openvino", "onnxruntime")

@@ -64,6 +64,7 @@ def kept_signal_stack():
         sigaltstack(saved, None)
 
 
+@functools.cache
 def _sigaltstack():
     if sys.platform == "win32":
         return None

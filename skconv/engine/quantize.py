@@ -289,9 +289,9 @@ def quantize_features(
 
 
 def _features(model, pixels: np.ndarray) -> np.ndarray:
-    import openvino as ov
+    from ._openvino import _core
 
-    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = _core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     request = compiled.create_infer_request()
     return np.vstack(
         [request.infer({0: pixels[i : i + 16]})[0].copy() for i in range(0, len(pixels), 16)]
